@@ -1,0 +1,139 @@
+"""Aggregate the runs of a study: one row per run (runs.csv), one per variant (summary.csv).
+
+No TensorFlow here: everything is read back from each run's history.csv and metrics.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .plan import format_value
+
+METRIC = {"classification": "accuracy", "regression": "mae"}
+GREATER_IS_BETTER = {"accuracy": True, "mae": False}
+
+
+def metric_of(task: str) -> str:
+    return METRIC[task]
+
+
+def read_metrics(path: str | Path) -> dict:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def read_history(path: str | Path) -> pd.DataFrame:
+    return pd.read_csv(path)
+
+
+def runs_table(study: dict, out_dir: str | Path) -> pd.DataFrame:
+    """One row per run of the study, with its variant, varied values, key metrics and file paths.
+
+    Paths to history.csv and metrics.json are relative to `out_dir` (where runs.csv lives).
+    """
+    metric = metric_of(study["task"])
+    rows = []
+    for variant in study["variants"]:
+        for run in variant["runs"]:
+            run_dir = Path(run["dir"])
+            m = read_metrics(run_dir / "metrics.json")
+            row = {
+                "study": study["name"],
+                "variant": variant["label"],
+                "is_reference": variant["is_reference"],
+                "experiment": variant["experiment"],
+                "run": run["run"],
+                "repeat": run["repeat"],
+                "seed": run["seed"],
+                "status": m["status"],
+                "diverged_epoch": m.get("diverged_epoch"),
+            }
+            for path in study["varied"]:
+                row[path] = format_value(variant["values"].get(path))
+            row.update(
+                {
+                    "epochs_run": m["epochs_run"],
+                    "best_epoch": m.get("best_epoch"),
+                    "best_val_loss": m.get("best_val_loss"),
+                    f"best_val_{metric}": m.get(f"best_val_{metric}"),
+                    f"final_val_{metric}": m.get(f"final_val_{metric}"),
+                    "final_train_val_gap": m.get("final_train_val_gap"),
+                    "test_loss": m.get("test_loss"),
+                    f"test_{metric}": m.get(f"test_{metric}"),
+                    "seconds_per_epoch": m["timing"]["seconds_per_epoch"],
+                    "wall_seconds": m["timing"]["wall_seconds"],
+                    "params": m["params"],
+                    "device": m["host"].get("device"),
+                    "history": os.path.relpath(run_dir / "history.csv", out_dir),
+                    "metrics": os.path.relpath(run_dir / "metrics.json", out_dir),
+                }
+            )
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _mean_std(values: pd.Series) -> tuple[float, float]:
+    finite = pd.to_numeric(values, errors="coerce").dropna()
+    if finite.empty:
+        return math.nan, math.nan
+    std = float(finite.std(ddof=1)) if len(finite) > 1 else 0.0
+    return float(finite.mean()), std
+
+
+def summary_table(runs: pd.DataFrame, study: dict) -> pd.DataFrame:
+    """One row per variant: mean ± std over repeats, difference from the reference, best marked."""
+    metric = metric_of(study["task"])
+    better_high = GREATER_IS_BETTER[metric]
+    rows = []
+    for variant in study["variants"]:
+        sub = runs[runs["variant"] == variant["label"]]
+        best_mean, best_std = _mean_std(sub[f"best_val_{metric}"])
+        test_mean, test_std = _mean_std(sub[f"test_{metric}"])
+        row = {
+            "variant": variant["label"],
+            "is_reference": variant["is_reference"],
+            "experiment": variant["experiment"],
+        }
+        for path in study["varied"]:
+            row[path] = format_value(variant["values"].get(path))
+        row.update(
+            {
+                "runs": len(sub),
+                "diverged": int((sub["status"] == "diverged").sum()),
+                f"best_val_{metric}_mean": best_mean,
+                f"best_val_{metric}_std": best_std,
+                "best_epoch_mean": _mean_std(sub["best_epoch"])[0],
+                "final_train_val_gap_mean": _mean_std(sub["final_train_val_gap"])[0],
+                f"test_{metric}_mean": test_mean,
+                f"test_{metric}_std": test_std,
+                "seconds_per_epoch": _mean_std(sub["seconds_per_epoch"])[0],
+                "params": int(sub["params"].iloc[0]) if len(sub) else 0,
+            }
+        )
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    col = f"best_val_{metric}_mean"
+    ref = table[table["is_reference"]]
+    ref_value = float(ref[col].iloc[0]) if len(ref) else math.nan
+    table[f"delta_vs_reference"] = table[col] - ref_value
+    scores = table[col].astype(float)
+    table["is_best"] = False
+    if scores.notna().any():
+        best = scores.idxmax() if better_high else scores.idxmin()
+        table.loc[best, "is_best"] = True
+    return table
+
+
+def mean_curves(histories: list[pd.DataFrame], column: str) -> pd.DataFrame:
+    """Mean and std of `column` across repeats, epoch by epoch (over the repeats that reached it)."""
+    frames = [h.set_index("epoch")[column].rename(i) for i, h in enumerate(histories)]
+    wide = pd.concat(frames, axis=1).replace([np.inf, -np.inf], np.nan)
+    return pd.DataFrame(
+        {"mean": wide.mean(axis=1), "std": wide.std(axis=1, ddof=1).fillna(0.0)}
+    ).reset_index()

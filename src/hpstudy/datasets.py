@@ -1,0 +1,753 @@
+"""Dataset sources: pinned downloads and conversion to one canonical ``.npz``.
+
+Every remote file is pinned by SHA-256 and fetched to a temporary file next to
+its final path, so a final path only ever holds verified bytes. ``convert``
+turns the raw files into a plain ``.npz`` (numeric arrays only, no pickle)
+with the keys ``x_train, y_train, x_test, y_test``, shaped and typed as Keras'
+own ``keras.datasets.*.load_data`` returns them (labels are flattened to
+``(N,)``). The bundled scikit-learn sets have no canonical test split, so
+they hold only ``x_train, y_train`` (the full data).
+
+This module deliberately does not import TensorFlow or Keras: the download and
+convert jobs must run in a light environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gzip
+import hashlib
+import http.client
+import logging
+import os
+import pickle
+import secrets
+import struct
+import tarfile
+import urllib.request
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: Environment variable read by :func:`download` when ``mirror`` is None.
+MIRROR_ENV = "HPSTUDY_DATA_MIRROR"
+
+#: Where Keras 3.15 itself fetches its datasets from.
+KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+CIFAR10_ORIGIN = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+
+#: The split keras.datasets.{boston,california}_housing.load_data uses by default.
+KERAS_TEST_SPLIT = 0.2
+KERAS_SPLIT_SEED = 113
+#: keras' california_housing.load_data(version="small") keeps the first rows.
+CALIFORNIA_SMALL_ROWS = 600
+
+BUNDLED = {"digits", "diabetes"}
+
+_CHUNK = 1 << 20
+# Opening or reading an origin: URLError, HTTPError, timeouts, refused or reset
+# connections and missing mirror files are all OSError; a short or malformed
+# HTTP response is an HTTPException.
+_FETCH_ERRORS = (OSError, http.client.HTTPException)
+_USER_AGENT = "hpstudy-datasets (+urllib)"
+
+
+class DatasetError(RuntimeError):
+    """A dataset could not be fetched, verified, converted or loaded."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file to download: its local name, origin URL and pinned SHA-256."""
+
+    name: str
+    url: str
+    sha256: str
+
+    def __post_init__(self) -> None:
+        # A typo in a pinned hash would otherwise only surface as a confusing
+        # "checksum mismatch" after a long download.
+        digest = self.sha256
+        if len(digest) != 64 or digest.strip("0123456789abcdef"):
+            raise ValueError(
+                f"sha256 of {self.name} must be 64 lowercase hex digits, got {digest!r}"
+            )
+        if Path(self.name).name != self.name:
+            raise ValueError(
+                f"file name must not contain a directory, got {self.name!r}"
+            )
+
+
+@dataclass(frozen=True)
+class Source:
+    """A dataset: its task, the files to fetch (none when bundled) and a summary."""
+
+    name: str
+    task: str  # "classification" | "regression"
+    files: tuple[RemoteFile, ...]
+    n_classes: int | None
+    description: str
+
+
+def _keras_file(name: str, sha256: str) -> RemoteFile:
+    """A file hosted next to Keras' own dataset files."""
+    return RemoteFile(name, KERAS_ORIGIN + name, sha256)
+
+
+_CALIFORNIA = _keras_file(
+    "california_housing.npz",
+    "1a2e3a52e0398de6463aebe6f4a8da34fb21fbb6b934cf88c3425e766f2a1a6f",
+)
+
+# Keras 3.15 does not verify the Fashion-MNIST files, so these are pinned here.
+# They are the SHA-256 values tensorflow/datasets lists for the same four files
+# (tensorflow_datasets/url_checksums/fashion_mnist.txt, with sizes 29515, 26421880,
+# 5148 and 4422102 bytes) and that other public code pins alongside Zalando's
+# published MD5s; a later keras-team/keras revision of fashion_mnist.py pins the
+# same values for these storage.googleapis.com URLs.
+_FASHION_MNIST_SHA256 = {
+    "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+    "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+    "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+    "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+}
+
+SOURCES: dict[str, Source] = {
+    "digits": Source(
+        "digits",
+        "classification",
+        (),
+        10,
+        "scikit-learn's bundled 8x8 digits: 1797 rows x 64 float64 pixels (0..16), int64 labels.",
+    ),
+    "diabetes": Source(
+        "diabetes",
+        "regression",
+        (),
+        None,
+        "scikit-learn's bundled diabetes data: 442 rows x 10 scaled float64 features.",
+    ),
+    "mnist": Source(
+        "mnist",
+        "classification",
+        (
+            _keras_file(
+                "mnist.npz",
+                "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1",
+            ),
+        ),
+        10,
+        "MNIST digits: 60000/10000 uint8 images (N, 28, 28), uint8 labels.",
+    ),
+    "fashion_mnist": Source(
+        "fashion_mnist",
+        "classification",
+        tuple(
+            _keras_file(name, digest) for name, digest in _FASHION_MNIST_SHA256.items()
+        ),
+        10,
+        "Fashion-MNIST: 60000/10000 uint8 images (N, 28, 28), uint8 labels.",
+    ),
+    "cifar10": Source(
+        "cifar10",
+        "classification",
+        (
+            RemoteFile(
+                "cifar-10-python.tar.gz",
+                CIFAR10_ORIGIN,
+                "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+            ),
+        ),
+        10,
+        "CIFAR-10: 50000/10000 uint8 images (N, 32, 32, 3) channels-last, uint8 labels.",
+    ),
+    "boston_housing": Source(
+        "boston_housing",
+        "regression",
+        (
+            _keras_file(
+                "boston_housing.npz",
+                "f553886a1f8d56431e820c5b82552d9d95cfcb96d1e678153f8839538947dff5",
+            ),
+        ),
+        None,
+        "Boston housing: 506 rows x 13 features, Keras' split (seed 113, 20% test): 404/102.",
+    ),
+    "california_housing": Source(
+        "california_housing",
+        "regression",
+        (_CALIFORNIA,),
+        None,
+        "California housing: 20640 rows x 8 features, Keras' split (seed 113, 20% test).",
+    ),
+    "california_housing_small": Source(
+        "california_housing_small",
+        "regression",
+        # Keras' version="small" has no file of its own: it keeps the first
+        # 600 rows of california_housing.npz before shuffling.
+        (_CALIFORNIA,),
+        None,
+        "First 600 rows of California housing, Keras' small split (seed 113): 480/120.",
+    ),
+}
+
+
+def get_source(name: str) -> Source:
+    """Return the registered source ``name``; ValueError naming the valid names otherwise."""
+    try:
+        return SOURCES[name]
+    except KeyError:
+        valid = ", ".join(sorted(SOURCES))
+        raise ValueError(
+            f"unknown dataset {name!r}; expected one of: {valid}"
+        ) from None
+
+
+def with_overrides(
+    source: Source,
+    *,
+    base_url: str | None = None,
+    sha256: Mapping[str, str] | None = None,
+) -> Source:
+    """Copy of ``source`` whose files come from ``base_url`` and/or carry other hashes.
+
+    Meant for tests and private re-hosts: put the result into ``SOURCES`` (e.g.
+    with ``monkeypatch.setitem``) to make :func:`download` and :func:`convert`
+    use it.
+    """
+    sha256 = dict(sha256 or {})
+    unknown = set(sha256) - {f.name for f in source.files}
+    if unknown:
+        raise ValueError(
+            f"sha256 overrides for files {sorted(unknown)} that {source.name} does not have; "
+            f"its files are {[f.name for f in source.files]}"
+        )
+    files = tuple(
+        dataclasses.replace(
+            f,
+            url=_join_url(base_url, f.name) if base_url else f.url,
+            sha256=sha256.get(f.name, f.sha256),
+        )
+        for f in source.files
+    )
+    return dataclasses.replace(source, files=files)
+
+
+def raw_paths(name: str, dest_dir: str | Path) -> list[Path]:
+    """The final paths :func:`download` produces for ``name`` (empty when bundled)."""
+    return [Path(dest_dir) / f.name for f in get_source(name).files]
+
+
+# --------------------------------------------------------------------------- download
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(
+    name: str, dest_dir: str | Path, mirror: str | None = None, timeout: float = 60.0
+) -> list[Path]:
+    """Fetch and verify every file of source ``name`` into ``dest_dir``.
+
+    ``mirror`` (else the ``HPSTUDY_DATA_MIRROR`` environment variable) replaces
+    the origin: a local directory holding the files under their names, or a
+    base URL the names are appended to. Files already present with the pinned
+    hash are kept. Whether this returns or raises, every file at a final path
+    has its pinned SHA-256. Returns the final paths, in the source's order.
+    """
+    source = get_source(name)
+    dest = Path(dest_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    mirror = mirror or os.environ.get(MIRROR_ENV) or None
+    paths = []
+    for remote in source.files:
+        final = dest / remote.name
+        if not _have_verified(final, remote):
+            _fetch(source, remote, final, mirror, timeout)
+        paths.append(final)
+    return paths
+
+
+def _have_verified(final: Path, remote: RemoteFile) -> bool:
+    """True when ``final`` exists with the pinned hash; removes it when it has another."""
+    if not final.exists():
+        return False
+    received = sha256_file(final)
+    if received == remote.sha256:
+        log.info("%s already present and verified", final)
+        return True
+    # Removed rather than kept: convert() would refuse it anyway, and this
+    # keeps the promise that a final path only ever holds the pinned bytes.
+    log.warning(
+        "%s has sha256 %s, expected %s; removing it and fetching again",
+        final,
+        received,
+        remote.sha256,
+    )
+    final.unlink()
+    return False
+
+
+def _fetch(
+    source: Source, remote: RemoteFile, final: Path, mirror: str | None, timeout: float
+) -> None:
+    """Stream one file to a temp file beside ``final``, verify it, then rename it."""
+    origin = _origin_of(remote, mirror)
+    log.info("fetching %s from %s", remote.name, origin)
+    tmp = _temp_path(final)
+    try:
+        digest = hashlib.sha256()
+        with open(tmp, "xb") as out:
+            # Only errors from opening or reading the origin mean "unreachable";
+            # a failing write (e.g. a full disk) propagates as itself.
+            try:
+                stream = _open_origin(origin, timeout)
+            except _FETCH_ERRORS as exc:
+                raise _unreachable(source, remote, final, mirror, exc) from exc
+            with stream:
+                while True:
+                    try:
+                        chunk = stream.read(_CHUNK)
+                    except _FETCH_ERRORS as exc:
+                        raise _unreachable(source, remote, final, mirror, exc) from exc
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        received = digest.hexdigest()
+        if received != remote.sha256:
+            raise DatasetError(
+                f"checksum mismatch for {remote.name} fetched from {origin}: "
+                f"expected sha256 {remote.sha256}, received {received} "
+                f"({tmp.stat().st_size} bytes). Nothing was written to {final}; "
+                "the transfer was truncated or the file differs from the pinned version."
+            )
+        os.replace(tmp, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    log.info("verified %s (sha256 %s)", final, remote.sha256)
+
+
+def _origin_of(remote: RemoteFile, mirror: str | None) -> str:
+    """Where to read ``remote`` from: the mirror's copy, else its pinned URL."""
+    if not mirror:
+        return remote.url
+    if _is_url(mirror):
+        return _join_url(mirror, remote.name)
+    return str(Path(mirror).expanduser() / remote.name)
+
+
+def _is_url(location: str) -> bool:
+    """A mirror with a scheme (http://, https://, file://) is a URL, else a directory."""
+    return "://" in location
+
+
+def _join_url(base: str, name: str) -> str:
+    """``base`` with exactly one slash before ``name``."""
+    return base.rstrip("/") + "/" + name
+
+
+def _open_origin(
+    origin: str, timeout: float
+) -> contextlib.AbstractContextManager[BinaryIO]:
+    """Open a URL (with a timeout) or a local file for reading."""
+    if _is_url(origin):
+        request = urllib.request.Request(origin, headers={"User-Agent": _USER_AGENT})
+        return urllib.request.urlopen(request, timeout=timeout)
+    return open(origin, "rb")
+
+
+def _temp_path(final: Path) -> Path:
+    """A unique hidden name beside ``final``, so os.replace stays on one filesystem."""
+    return final.with_name(f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+
+
+def _unreachable(
+    source: Source,
+    remote: RemoteFile,
+    final: Path,
+    mirror: str | None,
+    exc: BaseException,
+) -> DatasetError:
+    """A DatasetError explaining a failed fetch and how to provide the file by hand."""
+    origin = _origin_of(remote, mirror)
+    lines = [
+        f"could not fetch {remote.name} for dataset {source.name!r} from {origin}: {exc}",
+        "Without network access, provide the file yourself:",
+        f"  place {remote.name} at {final.resolve()}",
+        f"  with sha256 {remote.sha256}",
+        f"  (original URL: {remote.url})",
+    ]
+    others = [f for f in source.files if f.name != remote.name]
+    if others:
+        lines.append(f"This dataset also needs, in {final.parent.resolve()}:")
+        lines += [f"  {f.name}  sha256 {f.sha256}  ({f.url})" for f in others]
+    if mirror:
+        lines.append(f"Or put these files in the mirror in use, {mirror}.")
+    else:
+        lines.append(
+            "Or set the mirror option (download(..., mirror=...), the workflow's "
+            f"mirror setting, or the {MIRROR_ENV} environment variable) to a directory "
+            "holding these files or to a base URL they can be fetched from "
+            "(http://host/path/ + file name)."
+        )
+    return DatasetError("\n".join(lines))
+
+
+# --------------------------------------------------------------------------- convert
+
+
+def convert(name: str, raw_dir: str | Path | None, out_npz: str | Path) -> Path:
+    """Convert the verified raw files of ``name`` in ``raw_dir`` into ``out_npz``.
+
+    ``raw_dir`` may be None for the bundled datasets. The output is written
+    atomically and holds only numeric arrays.
+    """
+    source = get_source(name)
+    if name in BUNDLED:
+        arrays = _BUNDLED_LOADERS[name]()
+    else:
+        if raw_dir is None:
+            raise DatasetError(
+                f"dataset {name!r} needs raw_dir (the download directory), got None"
+            )
+        arrays = _CONVERTERS[name](_verified_raw_files(source, Path(raw_dir)))
+    out = _write_npz(arrays, Path(out_npz))
+    shapes = ", ".join(f"{k} {v.shape} {v.dtype}" for k, v in arrays.items())
+    log.info("wrote %s: %s", out, shapes)
+    return out
+
+
+def _verified_raw_files(source: Source, raw_dir: Path) -> dict[str, Path]:
+    """Map file name -> path after checking each raw file exists with its pinned hash."""
+    paths = {}
+    for remote in source.files:
+        path = raw_dir / remote.name
+        if not path.is_file():
+            raise DatasetError(
+                f"missing raw file {path} for dataset {source.name!r}; "
+                f"run download({source.name!r}, {str(raw_dir)!r}) first "
+                f"(or place it there: sha256 {remote.sha256})"
+            )
+        received = sha256_file(path)
+        if received != remote.sha256:
+            raise DatasetError(
+                f"raw file {path} has sha256 {received}, expected {remote.sha256}; "
+                "delete it and rerun the download step"
+            )
+        paths[remote.name] = path
+    return paths
+
+
+def _load_digits() -> dict[str, np.ndarray]:
+    """scikit-learn's bundled digits (no download): flat 64-pixel rows."""
+    from sklearn.datasets import load_digits  # heavy import, only when needed
+
+    bunch = load_digits()
+    return {"x_train": np.asarray(bunch.data), "y_train": np.asarray(bunch.target)}
+
+
+def _load_diabetes() -> dict[str, np.ndarray]:
+    """scikit-learn's bundled diabetes data (no download), scaled features."""
+    from sklearn.datasets import load_diabetes  # heavy import, only when needed
+
+    bunch = load_diabetes()
+    return {"x_train": np.asarray(bunch.data), "y_train": np.asarray(bunch.target)}
+
+
+def _convert_mnist(raw: Mapping[str, Path]) -> dict[str, np.ndarray]:
+    """mnist.npz already holds Keras' four arrays; check and copy them."""
+    path = raw["mnist.npz"]
+    data = load_npz(path)
+    arrays = {key: _require_key(data, key, path) for key in _SPLIT_KEYS}
+    for split in ("train", "test"):
+        _check_array(
+            arrays[f"x_{split}"], f"x_{split} in {path}", ndim=3, dtype=np.uint8
+        )
+        _check_array(
+            arrays[f"y_{split}"], f"y_{split} in {path}", ndim=1, dtype=np.uint8
+        )
+        _check_rows(
+            arrays[f"x_{split}"], arrays[f"y_{split}"], f"{split} split of {path}"
+        )
+    return arrays
+
+
+def _convert_fashion_mnist(raw: Mapping[str, Path]) -> dict[str, np.ndarray]:
+    """Parse the four gzipped IDX files as Keras does: uint8 (N, 28, 28) and (N,)."""
+    arrays = {
+        "x_train": _read_idx(raw["train-images-idx3-ubyte.gz"], ndim=3),
+        "y_train": _read_idx(raw["train-labels-idx1-ubyte.gz"], ndim=1),
+        "x_test": _read_idx(raw["t10k-images-idx3-ubyte.gz"], ndim=3),
+        "y_test": _read_idx(raw["t10k-labels-idx1-ubyte.gz"], ndim=1),
+    }
+    for split in ("train", "test"):
+        _check_rows(
+            arrays[f"x_{split}"], arrays[f"y_{split}"], f"fashion_mnist {split} split"
+        )
+    return arrays
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """Read a gzipped IDX file of unsigned bytes with ``ndim`` dimensions."""
+    try:
+        with gzip.open(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError) as exc:
+        raise DatasetError(
+            f"cannot decompress {path}: {exc}; delete it and rerun"
+        ) from exc
+    header = 4 + 4 * ndim
+    # IDX magic: two zero bytes, type code 0x08 (unsigned byte), number of dims.
+    expected_magic = bytes([0, 0, 0x08, ndim])
+    if raw[:4] != expected_magic or len(raw) < header:
+        raise DatasetError(
+            f"{path} is not a {ndim}-d uint8 IDX file: expected magic {expected_magic.hex()}, "
+            f"received {raw[:4].hex()} ({len(raw)} bytes after gunzip)"
+        )
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    data = np.frombuffer(raw, dtype=np.uint8, offset=header)
+    if data.size != int(np.prod(dims)):
+        raise DatasetError(
+            f"{path}: header declares shape {dims} ({int(np.prod(dims))} bytes), "
+            f"received {data.size} bytes of data"
+        )
+    return data.reshape(dims).copy()  # copy: frombuffer views are read-only
+
+
+def _convert_cifar10(raw: Mapping[str, Path]) -> dict[str, np.ndarray]:
+    """Read the python-pickle batches from the tarball: uint8 (N, 32, 32, 3), labels (N,)."""
+    path = raw["cifar-10-python.tar.gz"]
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            train = [_cifar_batch(tar, f"data_batch_{i}", path) for i in range(1, 6)]
+            test = _cifar_batch(tar, "test_batch", path)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DatasetError(f"cannot read {path}: {exc}; delete it and rerun") from exc
+    return {
+        "x_train": np.concatenate([x for x, _ in train]),
+        "y_train": np.concatenate([y for _, y in train]),
+        "x_test": test[0],
+        "y_test": test[1],
+    }
+
+
+# The only globals a pickled ndarray needs, under numpy 1 and numpy 2 names.
+_PICKLE_GLOBALS = frozenset(
+    {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+    }
+)
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that can rebuild numpy arrays and nothing else.
+
+    The CIFAR batches are the one input that is a pickle by format. They are
+    only ever read from the tarball whose SHA-256 was just checked, and this
+    class also refuses every global outside ``_PICKLE_GLOBALS``, so even a
+    tampered file cannot run code.
+    """
+
+    def find_class(self, module: str, name: str) -> object:
+        """Resolve only the allowed numpy globals."""
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"refusing to load global {module}.{name} from a dataset pickle"
+            )
+        return _np_reconstruct() if name == "_reconstruct" else getattr(np, name)
+
+
+def _np_reconstruct() -> object:
+    """numpy's ndarray rebuild helper, without touching the deprecated numpy.core."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+def _cifar_batch(
+    tar: tarfile.TarFile, member: str, path: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR batch as channels-last uint8 images and flat uint8 labels."""
+    name = f"cifar-10-batches-py/{member}"
+    try:
+        fh = tar.extractfile(name)
+    except KeyError:
+        fh = None
+    if fh is None:
+        raise DatasetError(
+            f"{path} has no regular file {name}; expected the official tarball"
+        )
+    with fh:
+        # encoding="bytes": the batches were pickled by Python 2, so their
+        # keys and the arrays' raw buffers must stay bytes (as Keras reads them).
+        try:
+            batch = _NumpyOnlyUnpickler(fh, encoding="bytes").load()
+        except (pickle.UnpicklingError, EOFError, ValueError) as exc:
+            raise DatasetError(f"cannot unpickle {name} in {path}: {exc}") from exc
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise DatasetError(
+            f"{name} in {path}: expected a dict with b'data' and b'labels'"
+        )
+    data = np.asarray(batch[b"data"])
+    labels = np.asarray(batch[b"labels"], dtype=np.uint8).reshape(-1)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DatasetError(
+            f"{name} in {path}: expected uint8 data of shape (N, 3072), "
+            f"received {data.dtype} {data.shape}"
+        )
+    # Rows are 1024 red, then green, then blue values: (N, 3, 32, 32) -> channels-last.
+    images = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    _check_rows(images, labels, f"{name} in {path}")
+    return images, labels
+
+
+def _convert_housing(
+    raw: Mapping[str, Path], file_name: str, head: int | None = None
+) -> dict[str, np.ndarray]:
+    """Split an x/y npz exactly as keras.datasets.*_housing.load_data does.
+
+    Keras keeps the first ``head`` rows (california "small"), shuffles the row
+    indices with ``np.random.RandomState(113)``, and cuts at
+    ``int(len(x) * (1 - 0.2))``; dtypes are kept as stored.
+    """
+    path = raw[file_name]
+    data = load_npz(path)
+    x, y = _require_key(data, "x", path), _require_key(data, "y", path)
+    _check_rows(x, y, str(path))
+    if head is not None:
+        if len(x) < head:
+            raise DatasetError(
+                f"{path}: expected at least {head} rows, received {len(x)}"
+            )
+        x, y = x[:head], y[:head]
+    indices = np.arange(len(x))
+    np.random.RandomState(KERAS_SPLIT_SEED).shuffle(indices)
+    x, y = x[indices], y[indices]
+    cut = int(
+        len(x) * (1 - KERAS_TEST_SPLIT)
+    )  # same expression as Keras, same rounding
+    return {
+        "x_train": x[:cut],
+        "y_train": y[:cut],
+        "x_test": x[cut:],
+        "y_test": y[cut:],
+    }
+
+
+_SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+_BUNDLED_LOADERS: dict[str, Callable[[], dict[str, np.ndarray]]] = {
+    "digits": _load_digits,
+    "diabetes": _load_diabetes,
+}
+
+_CONVERTERS: dict[str, Callable[[Mapping[str, Path]], dict[str, np.ndarray]]] = {
+    "mnist": _convert_mnist,
+    "fashion_mnist": _convert_fashion_mnist,
+    "cifar10": _convert_cifar10,
+    "boston_housing": lambda raw: _convert_housing(raw, "boston_housing.npz"),
+    "california_housing": lambda raw: _convert_housing(raw, "california_housing.npz"),
+    "california_housing_small": lambda raw: _convert_housing(
+        raw, "california_housing.npz", head=CALIFORNIA_SMALL_ROWS
+    ),
+}
+
+
+def _require_key(data: Mapping[str, np.ndarray], key: str, path: Path) -> np.ndarray:
+    """``data[key]``, or a DatasetError listing the keys that are there."""
+    if key not in data:
+        raise DatasetError(
+            f"{path}: expected an array named {key!r}, found {sorted(data)}"
+        )
+    return data[key]
+
+
+def _check_array(array: np.ndarray, what: str, ndim: int, dtype: type) -> None:
+    """Raise unless ``array`` has ``ndim`` dimensions and ``dtype``."""
+    if array.ndim != ndim or array.dtype != dtype:
+        raise DatasetError(
+            f"{what}: expected a {ndim}-d {np.dtype(dtype)} array, "
+            f"received {array.ndim}-d {array.dtype} {array.shape}"
+        )
+
+
+def _check_rows(x: np.ndarray, y: np.ndarray, what: str) -> None:
+    """Raise unless features and targets have the same number of rows."""
+    if len(x) != len(y):
+        raise DatasetError(f"{what}: {len(x)} feature rows but {len(y)} targets")
+
+
+# --------------------------------------------------------------------------- npz files
+
+
+def _write_npz(arrays: Mapping[str, np.ndarray], out: Path) -> Path:
+    """Write numeric arrays to ``out`` via a temp file in the same directory."""
+    for key, array in arrays.items():
+        # Only plain numbers: object arrays would be pickled into the file.
+        if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+            kind = getattr(array, "dtype", type(array).__name__)
+            raise DatasetError(
+                f"array {key!r}: expected a numeric ndarray, received {kind}"
+            )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(out)
+    try:
+        # Uncompressed: these are read far more often than written, and
+        # zlib would cost seconds per load for CIFAR-10.
+        with open(tmp, "xb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return out
+
+
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Load every array of an ``.npz`` (no pickle) into a dict.
+
+    A missing, truncated or corrupt file raises DatasetError naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(
+            f"{path} does not exist; run the step that produces it first"
+        )
+    try:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.ndarray):
+            raise DatasetError(
+                f"{path}: expected an .npz archive, received a single .npy array"
+            )
+        with data:
+            return {key: data[key] for key in data.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        raise DatasetError(
+            f"{path} could not be read as an .npz file ({type(exc).__name__}: {exc}). "
+            "It is probably truncated or corrupt (e.g. an interrupted write or copy): "
+            "delete it and rerun the step that produces it."
+        ) from exc

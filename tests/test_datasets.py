@@ -1,0 +1,585 @@
+"""Tests for hpstudy.datasets against tiny files in the real formats, served locally."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import http.server
+import io
+import os
+import pickle
+import socket
+import struct
+import subprocess
+import sys
+import tarfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hpstudy import datasets as ds
+from hpstudy.datasets import DatasetError
+
+RNG = np.random.default_rng(0)
+
+
+# --------------------------------------------------------------------------- fake raw files
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _idx_gz(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array as a gzipped IDX file (magic 0x0000 08 ndim, big-endian dims)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.astype(np.uint8).tobytes())
+
+
+def _cifar_batch_bytes(data: np.ndarray, labels: list[int]) -> bytes:
+    """A CIFAR python batch: a dict with bytes keys, as the official files have."""
+    batch = {
+        b"batch_label": b"fake batch",
+        b"labels": labels,
+        b"data": data,
+        b"filenames": [b"img_%d.png" % i for i in range(len(labels))],
+    }
+    # Protocol 3 stores bytes natively, so only numpy's own globals appear.
+    return pickle.dumps(batch, protocol=3)
+
+
+def _write_cifar_tarball(path: Path, batches: dict[str, bytes]) -> None:
+    """A .tar.gz laid out like cifar-10-python.tar.gz."""
+    with tarfile.open(path, "w:gz") as tar:
+        for member, payload in batches.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{member}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+
+
+def _cifar_rows(n: int) -> np.ndarray:
+    """(n, 3072) uint8 rows; row 0 has red=10, green=20, blue=30 everywhere."""
+    data = RNG.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+    data[0, :1024], data[0, 1024:2048], data[0, 2048:] = 10, 20, 30
+    return data
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Build every raw file once; returns the directory and the arrays written."""
+    root = tmp_path_factory.mktemp("origin")
+    expected: dict[str, dict[str, np.ndarray]] = {}
+
+    mnist = {
+        "x_train": RNG.integers(0, 256, (5, 28, 28), dtype=np.uint8),
+        "y_train": np.array([0, 1, 2, 3, 4], np.uint8),
+        "x_test": RNG.integers(0, 256, (3, 28, 28), dtype=np.uint8),
+        "y_test": np.array([9, 8, 7], np.uint8),
+    }
+    np.savez(root / "mnist.npz", **mnist)
+    expected["mnist"] = mnist
+
+    fashion = {
+        "x_train": RNG.integers(0, 256, (4, 28, 28), dtype=np.uint8),
+        "y_train": np.array([3, 1, 4, 1], np.uint8),
+        "x_test": RNG.integers(0, 256, (2, 28, 28), dtype=np.uint8),
+        "y_test": np.array([5, 9], np.uint8),
+    }
+    _idx_gz(root / "train-images-idx3-ubyte.gz", fashion["x_train"])
+    _idx_gz(root / "train-labels-idx1-ubyte.gz", fashion["y_train"])
+    _idx_gz(root / "t10k-images-idx3-ubyte.gz", fashion["x_test"])
+    _idx_gz(root / "t10k-labels-idx1-ubyte.gz", fashion["y_test"])
+    expected["fashion_mnist"] = fashion
+
+    train_rows = [_cifar_rows(2) for _ in range(5)]
+    train_labels = [[i, 9 - i] for i in range(5)]
+    test_rows, test_labels = _cifar_rows(3), [7, 0, 5]
+    batches = {
+        f"data_batch_{i + 1}": _cifar_batch_bytes(rows, labels)
+        for i, (rows, labels) in enumerate(zip(train_rows, train_labels, strict=True))
+    }
+    batches["test_batch"] = _cifar_batch_bytes(test_rows, test_labels)
+    batches["batches.meta"] = pickle.dumps({b"label_names": [b"airplane"]}, protocol=3)
+    _write_cifar_tarball(root / "cifar-10-python.tar.gz", batches)
+    expected["cifar10"] = {
+        "rows_train": np.concatenate(train_rows),
+        "y_train": np.concatenate(train_labels).astype(np.uint8),
+        "rows_test": test_rows,
+        "y_test": np.array(test_labels, np.uint8),
+    }
+
+    boston = {"x": RNG.normal(size=(21, 13)), "y": RNG.normal(size=21)}
+    np.savez(root / "boston_housing.npz", **boston)
+    expected["boston_housing"] = boston
+
+    # More rows than the 600 kept by the small version, so the slice matters.
+    california = {
+        "x": RNG.normal(size=(700, 8)).astype(np.float32),
+        "y": RNG.normal(size=700).astype(np.float32),
+    }
+    np.savez(root / "california_housing.npz", **california)
+    expected["california_housing"] = california
+
+    hashes = {p.name: _sha256(p) for p in root.iterdir()}
+    return {"dir": root, "expected": expected, "sha256": hashes}
+
+
+# --------------------------------------------------------------------------- local HTTP server
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves the raw directory; /half/<name> sends half the bytes, then hangs up."""
+
+    def do_GET(self) -> None:
+        self.server.requests.append(self.path)
+        if not self.path.startswith("/half/"):
+            super().do_GET()
+            return
+        payload = (Path(self.directory) / self.path.removeprefix("/half/")).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload[: len(payload) // 2])
+        self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        pass  # keep pytest output clean
+
+
+@pytest.fixture(scope="module")
+def server(raw: dict):
+    """Serve the raw files on an ephemeral 127.0.0.1 port; yields the server."""
+    handler = functools.partial(_Handler, directory=str(raw["dir"]))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.requests = []
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    httpd.base_url = f"http://127.0.0.1:{httpd.server_address[1]}/"
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def dead_url() -> str:
+    """A base URL on a 127.0.0.1 port nobody listens on (connection refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No mirror from the environment, and no proxy for loopback requests."""
+    monkeypatch.delenv(ds.MIRROR_ENV, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def point(monkeypatch: pytest.MonkeyPatch, raw: dict):
+    """point(name, base_url, sha256=None): make SOURCES[name] fetch from base_url.
+
+    Files are pinned to the hashes of the fake raw files unless ``sha256`` says
+    otherwise.
+    """
+
+    def _point(name: str, base_url: str, sha256: dict | None = None) -> ds.Source:
+        source = ds.SOURCES[name]
+        hashes = {f.name: raw["sha256"][f.name] for f in source.files}
+        hashes.update(sha256 or {})
+        patched = ds.with_overrides(source, base_url=base_url, sha256=hashes)
+        monkeypatch.setitem(ds.SOURCES, name, patched)
+        return patched
+
+    return _point
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_module_does_not_import_tensorflow_or_keras() -> None:
+    code = (
+        "import sys, hpstudy.datasets; "
+        "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(ds.__file__).parents[1])}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_get_source_unknown_name_lists_valid_names() -> None:
+    with pytest.raises(ValueError, match="unknown dataset 'mnst'") as info:
+        ds.get_source("mnst")
+    for name in ds.SOURCES:
+        assert name in str(info.value)
+
+
+def test_sources_pin_keras_origins_and_hashes() -> None:
+    base = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+    pins = {
+        f.name: (f.url, f.sha256)
+        for source in ds.SOURCES.values()
+        for f in source.files
+    }
+    assert pins["mnist.npz"] == (
+        base + "mnist.npz",
+        "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1",
+    )
+    assert pins["boston_housing.npz"][1].startswith("f553886a1f8d")
+    assert pins["california_housing.npz"][1].startswith("1a2e3a52e039")
+    assert pins["cifar-10-python.tar.gz"] == (
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+    )
+    fashion = {f.name: f for f in ds.SOURCES["fashion_mnist"].files}
+    assert set(fashion) == {
+        "train-labels-idx1-ubyte.gz",
+        "train-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+    }
+    assert all(f.url == base + f.name for f in fashion.values())
+    assert fashion["train-images-idx3-ubyte.gz"].sha256.startswith("3aede38d6186")
+    # Keras' small california is a slice of the same file, not a file of its own.
+    assert ds.SOURCES["california_housing_small"].files == (
+        ds.SOURCES["california_housing"].files
+    )
+    assert {n for n, s in ds.SOURCES.items() if not s.files} == ds.BUNDLED
+    tasks = {s.task for s in ds.SOURCES.values()}
+    assert tasks == {"classification", "regression"}
+
+
+def test_raw_paths_are_what_download_writes(tmp_path: Path) -> None:
+    assert ds.raw_paths("mnist", tmp_path) == [tmp_path / "mnist.npz"]
+    assert len(ds.raw_paths("fashion_mnist", tmp_path)) == 4
+    assert ds.raw_paths("digits", tmp_path) == []
+
+
+def test_remote_file_rejects_malformed_hash() -> None:
+    with pytest.raises(ValueError, match="64 lowercase hex"):
+        ds.RemoteFile("a.npz", "http://x/a.npz", "ABC")
+
+
+def test_with_overrides_rejects_unknown_file() -> None:
+    with pytest.raises(ValueError, match="nope.gz"):
+        ds.with_overrides(ds.SOURCES["mnist"], sha256={"nope.gz": "0" * 64})
+
+
+# --------------------------------------------------------------------------- download + convert
+
+
+def _assert_only(directory: Path, names: list[str]) -> None:
+    """The directory holds exactly these files: no temp files left behind."""
+    assert sorted(p.name for p in directory.iterdir()) == sorted(names)
+
+
+def test_mnist_download_and_convert(tmp_path: Path, server, raw: dict, point) -> None:
+    point("mnist", server.base_url)
+    paths = ds.download("mnist", tmp_path / "raw")
+    assert paths == [tmp_path / "raw" / "mnist.npz"]
+    assert _sha256(paths[0]) == raw["sha256"]["mnist.npz"]
+    _assert_only(tmp_path / "raw", ["mnist.npz"])
+
+    out = ds.convert("mnist", tmp_path / "raw", tmp_path / "out" / "mnist.npz")
+    arrays = ds.load_npz(out)
+    assert sorted(arrays) == sorted(["x_train", "y_train", "x_test", "y_test"])
+    for key, value in raw["expected"]["mnist"].items():
+        np.testing.assert_array_equal(arrays[key], value)
+        assert arrays[key].dtype == np.uint8
+    _assert_only(tmp_path / "out", ["mnist.npz"])
+
+
+def test_fashion_mnist_download_and_convert(
+    tmp_path: Path, server, raw: dict, point
+) -> None:
+    point("fashion_mnist", server.base_url)
+    paths = ds.download("fashion_mnist", tmp_path)
+    assert [p.name for p in paths] == [
+        f.name for f in ds.SOURCES["fashion_mnist"].files
+    ]
+    arrays = ds.load_npz(ds.convert("fashion_mnist", tmp_path, tmp_path / "f.npz"))
+    assert arrays["x_train"].shape == (4, 28, 28)
+    assert arrays["y_test"].shape == (2,)
+    for key, value in raw["expected"]["fashion_mnist"].items():
+        np.testing.assert_array_equal(arrays[key], value)
+        assert arrays[key].dtype == np.uint8
+
+
+def test_cifar10_download_and_convert(tmp_path: Path, server, raw: dict, point) -> None:
+    point("cifar10", server.base_url)
+    ds.download("cifar10", tmp_path)
+    arrays = ds.load_npz(ds.convert("cifar10", tmp_path, tmp_path / "c.npz"))
+    expected = raw["expected"]["cifar10"]
+    assert arrays["x_train"].shape == (10, 32, 32, 3)
+    assert arrays["x_test"].shape == (3, 32, 32, 3)
+    assert arrays["x_train"].dtype == arrays["y_train"].dtype == np.uint8
+    # Channels-last: the row whose red plane is 10, green 20 and blue 30.
+    for x in (arrays["x_train"], arrays["x_test"]):
+        assert (x[0, :, :, 0] == 10).all() and (x[0, :, :, 2] == 30).all()
+    assert (arrays["x_train"][2, ..., 1] == 20).all()  # first row of data_batch_2
+    np.testing.assert_array_equal(
+        arrays["x_train"],
+        expected["rows_train"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1),
+    )
+    np.testing.assert_array_equal(arrays["y_train"], expected["y_train"])
+    np.testing.assert_array_equal(arrays["y_test"], expected["y_test"])
+    assert arrays["y_train"].shape == (10,)
+
+
+def test_cifar10_pickle_with_foreign_global_is_refused(tmp_path: Path, point) -> None:
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    batches = {
+        f"data_batch_{i}": _cifar_batch_bytes(_cifar_rows(1), [0]) for i in range(1, 6)
+    }
+    batches["test_batch"] = pickle.dumps({b"data": Exploit()}, protocol=3)
+    tarball = tmp_path / "cifar-10-python.tar.gz"
+    _write_cifar_tarball(tarball, batches)
+    point("cifar10", "http://unused/", {tarball.name: _sha256(tarball)})
+
+    with pytest.raises(DatasetError, match="refusing to load global"):
+        ds.convert("cifar10", tmp_path, tmp_path / "out" / "c.npz")
+    assert not (tmp_path / "out" / "c.npz").exists()
+
+
+def _keras_split(x: np.ndarray, y: np.ndarray, head: int | None = None):
+    """The split as keras.datasets.*_housing.load_data computes it (read from its source)."""
+    if head is not None:
+        x, y = x[:head], y[:head]
+    indices = np.arange(len(x))
+    np.random.RandomState(113).shuffle(indices)
+    cut = int(len(x) * (1 - 0.2))
+    return x[indices[:cut]], y[indices[:cut]], x[indices[cut:]], y[indices[cut:]]
+
+
+@pytest.mark.parametrize(
+    ("name", "file", "head", "n_train", "n_test"),
+    [
+        ("boston_housing", "boston_housing", None, 16, 5),
+        ("california_housing", "california_housing", None, 560, 140),
+        ("california_housing_small", "california_housing", 600, 480, 120),
+    ],
+)
+def test_housing_split_reproduces_keras(
+    tmp_path: Path, server, raw: dict, point, name, file, head, n_train, n_test
+) -> None:
+    point(name, server.base_url)
+    ds.download(name, tmp_path)
+    arrays = ds.load_npz(ds.convert(name, tmp_path, tmp_path / "out.npz"))
+    source = raw["expected"][file]
+    assert arrays["x_train"].shape == (n_train, source["x"].shape[1])
+    assert arrays["y_test"].shape == (n_test,)
+    assert (
+        arrays["x_train"].dtype == source["x"].dtype
+    )  # float64 boston, float32 california
+    x_train, y_train, x_test, y_test = _keras_split(source["x"], source["y"], head)
+    np.testing.assert_array_equal(arrays["x_train"], x_train)
+    np.testing.assert_array_equal(arrays["y_train"], y_train)
+    np.testing.assert_array_equal(arrays["x_test"], x_test)
+    np.testing.assert_array_equal(arrays["y_test"], y_test)
+    # A real shuffle happened, and every row is used exactly once.
+    rows = len(source["x"]) if head is None else head
+    assert not np.array_equal(arrays["x_train"], source["x"][:n_train])
+    together = np.concatenate([arrays["y_train"], arrays["y_test"]])
+    np.testing.assert_array_equal(np.sort(together), np.sort(source["y"][:rows]))
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_checksum_mismatch_leaves_nothing(
+    tmp_path: Path, server, raw: dict, point
+) -> None:
+    wrong = "0" * 64
+    point("mnist", server.base_url, {"mnist.npz": wrong})
+    dest = tmp_path / "raw"
+    with pytest.raises(DatasetError) as info:
+        ds.download("mnist", dest)
+    message = str(info.value)
+    assert "checksum mismatch for mnist.npz" in message
+    assert wrong in message and raw["sha256"]["mnist.npz"] in message
+    _assert_only(dest, [])
+
+
+def test_truncated_transfer_leaves_nothing(tmp_path: Path, server, point) -> None:
+    point("mnist", server.base_url + "half/")
+    with pytest.raises(DatasetError, match="checksum mismatch|could not fetch"):
+        ds.download("mnist", tmp_path)
+    assert any(r.startswith("/half/") for r in server.requests)
+    _assert_only(tmp_path, [])
+
+
+def test_http_404_explains_how_to_provide_file(tmp_path: Path, server, point) -> None:
+    point("mnist", server.base_url + "missing/")
+    with pytest.raises(DatasetError, match="404"):
+        ds.download("mnist", tmp_path)
+    _assert_only(tmp_path, [])
+
+
+def test_unreachable_host_says_what_to_place_where(
+    tmp_path: Path, dead_url: str, raw: dict, point
+) -> None:
+    point("fashion_mnist", dead_url)
+    dest = tmp_path / "raw"
+    with pytest.raises(DatasetError) as info:
+        ds.download("fashion_mnist", dest, timeout=5)
+    message = str(info.value)
+    first = ds.SOURCES["fashion_mnist"].files[0]
+    assert str((dest / first.name).resolve()) in message
+    assert first.sha256 in message
+    # The other files of the dataset are listed too, with their hashes.
+    assert all(f.sha256 in message for f in ds.SOURCES["fashion_mnist"].files)
+    assert "mirror" in message and ds.MIRROR_ENV in message
+    _assert_only(dest, [])
+
+
+def test_silent_host_times_out_with_instructions(tmp_path: Path, point) -> None:
+    # A socket that accepts connections but never answers: the read must time out.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        point("mnist", f"http://127.0.0.1:{silent.getsockname()[1]}/")
+        with pytest.raises(DatasetError, match="timed out") as info:
+            ds.download("mnist", tmp_path, timeout=0.3)
+    assert str((tmp_path / "mnist.npz").resolve()) in str(info.value)
+    _assert_only(tmp_path, [])
+
+
+def test_mirror_directory(tmp_path: Path, dead_url: str, raw: dict, point) -> None:
+    point("fashion_mnist", dead_url)  # the origin is down; the mirror must be used
+    paths = ds.download("fashion_mnist", tmp_path, mirror=str(raw["dir"]))
+    assert [_sha256(p) for p in paths] == [raw["sha256"][p.name] for p in paths]
+    _assert_only(tmp_path, [p.name for p in paths])
+
+
+def test_mirror_directory_missing_file(tmp_path: Path, dead_url: str, point) -> None:
+    point("mnist", dead_url)
+    empty = tmp_path / "empty_mirror"
+    empty.mkdir()
+    with pytest.raises(DatasetError) as info:
+        ds.download("mnist", tmp_path / "raw", mirror=str(empty))
+    assert str(empty / "mnist.npz") in str(info.value)
+    assert str((tmp_path / "raw" / "mnist.npz").resolve()) in str(info.value)
+    assert f"mirror in use, {empty}" in str(info.value)
+    _assert_only(tmp_path / "raw", [])
+
+
+def test_mirror_base_url(
+    tmp_path: Path, dead_url: str, server, raw: dict, point
+) -> None:
+    point("mnist", dead_url)
+    before = len(server.requests)
+    (path,) = ds.download("mnist", tmp_path, mirror=server.base_url.rstrip("/"))
+    assert _sha256(path) == raw["sha256"]["mnist.npz"]
+    assert server.requests[before:] == ["/mnist.npz"]
+
+
+def test_mirror_from_environment(
+    tmp_path: Path, dead_url: str, raw: dict, point, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    point("boston_housing", dead_url)
+    monkeypatch.setenv(ds.MIRROR_ENV, str(raw["dir"]))
+    (path,) = ds.download("boston_housing", tmp_path)
+    assert _sha256(path) == raw["sha256"]["boston_housing.npz"]
+
+
+def test_verified_file_is_not_fetched_again(
+    tmp_path: Path, server, dead_url: str, point
+) -> None:
+    point("mnist", server.base_url)
+    (path,) = ds.download("mnist", tmp_path)
+    mtime = path.stat().st_mtime_ns
+    point("mnist", dead_url)  # any fetch attempt would now fail
+    assert ds.download("mnist", tmp_path) == [path]
+    assert path.stat().st_mtime_ns == mtime
+
+
+def test_file_with_wrong_hash_is_fetched_again(
+    tmp_path: Path, server, raw: dict, point
+) -> None:
+    point("mnist", server.base_url)
+    (tmp_path / "mnist.npz").write_bytes(b"stale or half-written")
+    (path,) = ds.download("mnist", tmp_path)
+    assert _sha256(path) == raw["sha256"]["mnist.npz"]
+    _assert_only(tmp_path, ["mnist.npz"])
+
+
+def test_convert_refuses_missing_or_altered_raw_file(
+    tmp_path: Path, raw: dict, point
+) -> None:
+    point("mnist", "http://unused/")
+    with pytest.raises(DatasetError, match="missing raw file .*run download"):
+        ds.convert("mnist", tmp_path, tmp_path / "out.npz")
+    (tmp_path / "mnist.npz").write_bytes(b"not the pinned file")
+    with pytest.raises(DatasetError, match=raw["sha256"]["mnist.npz"]):
+        ds.convert("mnist", tmp_path, tmp_path / "out.npz")
+    assert not (tmp_path / "out.npz").exists()
+    with pytest.raises(DatasetError, match="needs raw_dir"):
+        ds.convert("mnist", None, tmp_path / "out.npz")
+
+
+# --------------------------------------------------------------------------- load_npz
+
+
+def test_load_npz_truncated_file_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=np.arange(1000.0), y_train=np.arange(1000))
+    assert ds.load_npz(path)["x_train"].shape == (1000,)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DatasetError) as info:
+        ds.load_npz(path)
+    assert str(path) in str(info.value)
+    assert "delete it and rerun" in str(info.value)
+
+
+def test_load_npz_rejects_garbage_and_missing(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"\x00" * 64)
+    with pytest.raises(DatasetError, match="garbage.npz"):
+        ds.load_npz(garbage)
+    with pytest.raises(DatasetError, match="does not exist"):
+        ds.load_npz(tmp_path / "absent.npz")
+
+
+def test_load_npz_refuses_object_arrays(tmp_path: Path) -> None:
+    path = tmp_path / "objects.npz"
+    np.savez(path, x=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(DatasetError, match="objects.npz"):
+        ds.load_npz(path)
+
+
+# --------------------------------------------------------------------------- bundled
+
+
+def test_bundled_digits(tmp_path: Path) -> None:
+    assert ds.download("digits", tmp_path / "raw") == []
+    arrays = ds.load_npz(ds.convert("digits", None, tmp_path / "digits.npz"))
+    assert sorted(arrays) == ["x_train", "y_train"]
+    assert arrays["x_train"].shape == (1797, 64)
+    assert arrays["y_train"].shape == (1797,)
+    assert set(np.unique(arrays["y_train"])) == set(range(10))
+    assert 0 <= arrays["x_train"].min() and arrays["x_train"].max() == 16
+
+
+def test_bundled_diabetes(tmp_path: Path) -> None:
+    arrays = ds.load_npz(ds.convert("diabetes", None, tmp_path / "diabetes.npz"))
+    assert sorted(arrays) == ["x_train", "y_train"]
+    assert arrays["x_train"].shape == (442, 10)
+    assert arrays["y_train"].dtype.kind == "f"
+    _assert_only(tmp_path, ["diabetes.npz"])

@@ -1,0 +1,48 @@
+# Per study: the table of runs and variants, then the comparison figure.
+
+
+rule aggregate_study:
+    input:
+        metrics=get_study_files("metrics.json"),
+        histories=get_study_files("history.csv"),
+    output:
+        runs=report(
+            "results/studies/{study}/runs.csv",
+            caption="../report/runs.rst",
+            category="Studies",
+            subcategory="{study}",
+            labels={"study": "{study}", "table": "runs"},
+        ),
+        summary=report(
+            "results/studies/{study}/summary.csv",
+            caption="../report/summary.rst",
+            category="Studies",
+            subcategory="{study}",
+            labels={"study": "{study}", "table": "summary"},
+        ),
+    log:
+        "results/logs/studies/{study}.aggregate.log",
+    params:
+        study=get_study_json,
+    script:
+        "../scripts/aggregate_study.py"
+
+
+rule plot_study:
+    input:
+        runs="results/studies/{study}/runs.csv",
+        histories=get_study_files("history.csv"),
+    output:
+        report(
+            f"results/studies/{{study}}/curves.{FIG}",
+            caption="../report/curves.rst",
+            category="Studies",
+            subcategory="{study}",
+            labels={"study": "{study}", "figure": "curves"},
+        ),
+    log:
+        "results/logs/studies/{study}.plot.log",
+    params:
+        study=get_study_json,
+    script:
+        "../scripts/plot_study.py"

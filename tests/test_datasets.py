@@ -35,9 +35,7 @@ def _sha256(path: Path) -> str:
 
 def _idx_gz(path: Path, array: np.ndarray) -> None:
     """Write a uint8 array as a gzipped IDX file (magic 0x0000 08 ndim, big-endian dims)."""
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(
-        f">{array.ndim}I", *array.shape
-    )
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     with gzip.open(path, "wb") as fh:
         fh.write(header + array.astype(np.uint8).tobytes())
 
@@ -230,11 +228,7 @@ def test_get_source_unknown_name_lists_valid_names() -> None:
 
 def test_sources_pin_keras_origins_and_hashes() -> None:
     base = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
-    pins = {
-        f.name: (f.url, f.sha256)
-        for source in ds.SOURCES.values()
-        for f in source.files
-    }
+    pins = {f.name: (f.url, f.sha256) for source in ds.SOURCES.values() for f in source.files}
     assert pins["mnist.npz"] == (
         base + "mnist.npz",
         "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1",
@@ -255,9 +249,7 @@ def test_sources_pin_keras_origins_and_hashes() -> None:
     assert all(f.url == base + f.name for f in fashion.values())
     assert fashion["train-images-idx3-ubyte.gz"].sha256.startswith("3aede38d6186")
     # Keras' small california is a slice of the same file, not a file of its own.
-    assert ds.SOURCES["california_housing_small"].files == (
-        ds.SOURCES["california_housing"].files
-    )
+    assert ds.SOURCES["california_housing_small"].files == (ds.SOURCES["california_housing"].files)
     assert {n for n, s in ds.SOURCES.items() if not s.files} == ds.BUNDLED
     tasks = {s.task for s in ds.SOURCES.values()}
     assert tasks == {"classification", "regression"}
@@ -303,14 +295,10 @@ def test_mnist_download_and_convert(tmp_path: Path, server, raw: dict, point) ->
     _assert_only(tmp_path / "out", ["mnist.npz"])
 
 
-def test_fashion_mnist_download_and_convert(
-    tmp_path: Path, server, raw: dict, point
-) -> None:
+def test_fashion_mnist_download_and_convert(tmp_path: Path, server, raw: dict, point) -> None:
     point("fashion_mnist", server.base_url)
     paths = ds.download("fashion_mnist", tmp_path)
-    assert [p.name for p in paths] == [
-        f.name for f in ds.SOURCES["fashion_mnist"].files
-    ]
+    assert [p.name for p in paths] == [f.name for f in ds.SOURCES["fashion_mnist"].files]
     arrays = ds.load_npz(ds.convert("fashion_mnist", tmp_path, tmp_path / "f.npz"))
     assert arrays["x_train"].shape == (4, 28, 28)
     assert arrays["y_test"].shape == (2,)
@@ -345,9 +333,7 @@ def test_cifar10_pickle_with_foreign_global_is_refused(tmp_path: Path, point) ->
         def __reduce__(self):
             return (os.system, ("echo pwned",))
 
-    batches = {
-        f"data_batch_{i}": _cifar_batch_bytes(_cifar_rows(1), [0]) for i in range(1, 6)
-    }
+    batches = {f"data_batch_{i}": _cifar_batch_bytes(_cifar_rows(1), [0]) for i in range(1, 6)}
     batches["test_batch"] = pickle.dumps({b"data": Exploit()}, protocol=3)
     tarball = tmp_path / "cifar-10-python.tar.gz"
     _write_cifar_tarball(tarball, batches)
@@ -385,9 +371,7 @@ def test_housing_split_reproduces_keras(
     source = raw["expected"][file]
     assert arrays["x_train"].shape == (n_train, source["x"].shape[1])
     assert arrays["y_test"].shape == (n_test,)
-    assert (
-        arrays["x_train"].dtype == source["x"].dtype
-    )  # float64 boston, float32 california
+    assert arrays["x_train"].dtype == source["x"].dtype  # float64 boston, float32 california
     x_train, y_train, x_test, y_test = _keras_split(source["x"], source["y"], head)
     np.testing.assert_array_equal(arrays["x_train"], x_train)
     np.testing.assert_array_equal(arrays["y_train"], y_train)
@@ -403,9 +387,7 @@ def test_housing_split_reproduces_keras(
 # --------------------------------------------------------------------------- failures
 
 
-def test_checksum_mismatch_leaves_nothing(
-    tmp_path: Path, server, raw: dict, point
-) -> None:
+def test_checksum_mismatch_leaves_nothing(tmp_path: Path, server, raw: dict, point) -> None:
     wrong = "0" * 64
     point("mnist", server.base_url, {"mnist.npz": wrong})
     dest = tmp_path / "raw"
@@ -480,9 +462,7 @@ def test_mirror_directory_missing_file(tmp_path: Path, dead_url: str, point) -> 
     _assert_only(tmp_path / "raw", [])
 
 
-def test_mirror_base_url(
-    tmp_path: Path, dead_url: str, server, raw: dict, point
-) -> None:
+def test_mirror_base_url(tmp_path: Path, dead_url: str, server, raw: dict, point) -> None:
     point("mnist", dead_url)
     before = len(server.requests)
     (path,) = ds.download("mnist", tmp_path, mirror=server.base_url.rstrip("/"))
@@ -499,9 +479,7 @@ def test_mirror_from_environment(
     assert _sha256(path) == raw["sha256"]["boston_housing.npz"]
 
 
-def test_verified_file_is_not_fetched_again(
-    tmp_path: Path, server, dead_url: str, point
-) -> None:
+def test_verified_file_is_not_fetched_again(tmp_path: Path, server, dead_url: str, point) -> None:
     point("mnist", server.base_url)
     (path,) = ds.download("mnist", tmp_path)
     mtime = path.stat().st_mtime_ns
@@ -510,9 +488,7 @@ def test_verified_file_is_not_fetched_again(
     assert path.stat().st_mtime_ns == mtime
 
 
-def test_file_with_wrong_hash_is_fetched_again(
-    tmp_path: Path, server, raw: dict, point
-) -> None:
+def test_file_with_wrong_hash_is_fetched_again(tmp_path: Path, server, raw: dict, point) -> None:
     point("mnist", server.base_url)
     (tmp_path / "mnist.npz").write_bytes(b"stale or half-written")
     (path,) = ds.download("mnist", tmp_path)
@@ -520,9 +496,7 @@ def test_file_with_wrong_hash_is_fetched_again(
     _assert_only(tmp_path, ["mnist.npz"])
 
 
-def test_convert_refuses_missing_or_altered_raw_file(
-    tmp_path: Path, raw: dict, point
-) -> None:
+def test_convert_refuses_missing_or_altered_raw_file(tmp_path: Path, raw: dict, point) -> None:
     point("mnist", "http://unused/")
     with pytest.raises(DatasetError, match="missing raw file .*run download"):
         ds.convert("mnist", tmp_path, tmp_path / "out.npz")

@@ -121,7 +121,7 @@ def summary_table(runs: pd.DataFrame, study: dict) -> pd.DataFrame:
     col = f"best_val_{metric}_mean"
     ref = table[table["is_reference"]]
     ref_value = float(ref[col].iloc[0]) if len(ref) else math.nan
-    table[f"delta_vs_reference"] = table[col] - ref_value
+    table["delta_vs_reference"] = table[col] - ref_value
     scores = table[col].astype(float)
     table["is_best"] = False
     if scores.notna().any():

@@ -7,8 +7,9 @@ file it came from and what was expected, so a typo is found before any job is pl
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import jsonschema
 import yaml
@@ -195,9 +196,7 @@ def validate(config: dict, files: Iterable[str | Path] = (), schema: dict | None
                 f"Received: {_received(err)}."
             )
         more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
-        raise ConfigError(
-            f"Invalid config ({describe_source(files)}):\n" + "\n".join(lines) + more
-        )
+        raise ConfigError(f"Invalid config ({describe_source(files)}):\n" + "\n".join(lines) + more)
     return filled
 
 

@@ -80,9 +80,7 @@ class RemoteFile:
                 f"sha256 of {self.name} must be 64 lowercase hex digits, got {digest!r}"
             )
         if Path(self.name).name != self.name:
-            raise ValueError(
-                f"file name must not contain a directory, got {self.name!r}"
-            )
+            raise ValueError(f"file name must not contain a directory, got {self.name!r}")
 
 
 @dataclass(frozen=True)
@@ -149,9 +147,7 @@ SOURCES: dict[str, Source] = {
     "fashion_mnist": Source(
         "fashion_mnist",
         "classification",
-        tuple(
-            _keras_file(name, digest) for name, digest in _FASHION_MNIST_SHA256.items()
-        ),
+        tuple(_keras_file(name, digest) for name, digest in _FASHION_MNIST_SHA256.items()),
         10,
         "Fashion-MNIST: 60000/10000 uint8 images (N, 28, 28), uint8 labels.",
     ),
@@ -205,9 +201,7 @@ def get_source(name: str) -> Source:
         return SOURCES[name]
     except KeyError:
         valid = ", ".join(sorted(SOURCES))
-        raise ValueError(
-            f"unknown dataset {name!r}; expected one of: {valid}"
-        ) from None
+        raise ValueError(f"unknown dataset {name!r}; expected one of: {valid}") from None
 
 
 def with_overrides(
@@ -363,9 +357,7 @@ def _join_url(base: str, name: str) -> str:
     return base.rstrip("/") + "/" + name
 
 
-def _open_origin(
-    origin: str, timeout: float
-) -> contextlib.AbstractContextManager[BinaryIO]:
+def _open_origin(origin: str, timeout: float) -> contextlib.AbstractContextManager[BinaryIO]:
     """Open a URL (with a timeout) or a local file for reading."""
     if _is_url(origin):
         request = urllib.request.Request(origin, headers={"User-Agent": _USER_AGENT})
@@ -424,9 +416,7 @@ def convert(name: str, raw_dir: str | Path | None, out_npz: str | Path) -> Path:
         arrays = _BUNDLED_LOADERS[name]()
     else:
         if raw_dir is None:
-            raise DatasetError(
-                f"dataset {name!r} needs raw_dir (the download directory), got None"
-            )
+            raise DatasetError(f"dataset {name!r} needs raw_dir (the download directory), got None")
         arrays = _CONVERTERS[name](_verified_raw_files(source, Path(raw_dir)))
     out = _write_npz(arrays, Path(out_npz))
     shapes = ", ".join(f"{k} {v.shape} {v.dtype}" for k, v in arrays.items())
@@ -477,15 +467,9 @@ def _convert_mnist(raw: Mapping[str, Path]) -> dict[str, np.ndarray]:
     data = load_npz(path)
     arrays = {key: _require_key(data, key, path) for key in _SPLIT_KEYS}
     for split in ("train", "test"):
-        _check_array(
-            arrays[f"x_{split}"], f"x_{split} in {path}", ndim=3, dtype=np.uint8
-        )
-        _check_array(
-            arrays[f"y_{split}"], f"y_{split} in {path}", ndim=1, dtype=np.uint8
-        )
-        _check_rows(
-            arrays[f"x_{split}"], arrays[f"y_{split}"], f"{split} split of {path}"
-        )
+        _check_array(arrays[f"x_{split}"], f"x_{split} in {path}", ndim=3, dtype=np.uint8)
+        _check_array(arrays[f"y_{split}"], f"y_{split} in {path}", ndim=1, dtype=np.uint8)
+        _check_rows(arrays[f"x_{split}"], arrays[f"y_{split}"], f"{split} split of {path}")
     return arrays
 
 
@@ -498,9 +482,7 @@ def _convert_fashion_mnist(raw: Mapping[str, Path]) -> dict[str, np.ndarray]:
         "y_test": _read_idx(raw["t10k-labels-idx1-ubyte.gz"], ndim=1),
     }
     for split in ("train", "test"):
-        _check_rows(
-            arrays[f"x_{split}"], arrays[f"y_{split}"], f"fashion_mnist {split} split"
-        )
+        _check_rows(arrays[f"x_{split}"], arrays[f"y_{split}"], f"fashion_mnist {split} split")
     return arrays
 
 
@@ -510,9 +492,7 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
         with gzip.open(path, "rb") as fh:
             raw = fh.read()
     except (OSError, EOFError) as exc:
-        raise DatasetError(
-            f"cannot decompress {path}: {exc}; delete it and rerun"
-        ) from exc
+        raise DatasetError(f"cannot decompress {path}: {exc}; delete it and rerun") from exc
     header = 4 + 4 * ndim
     # IDX magic: two zero bytes, type code 0x08 (unsigned byte), number of dims.
     expected_magic = bytes([0, 0, 0x08, ndim])
@@ -586,9 +566,7 @@ def _np_reconstruct() -> object:
     return _reconstruct
 
 
-def _cifar_batch(
-    tar: tarfile.TarFile, member: str, path: Path
-) -> tuple[np.ndarray, np.ndarray]:
+def _cifar_batch(tar: tarfile.TarFile, member: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR batch as channels-last uint8 images and flat uint8 labels."""
     name = f"cifar-10-batches-py/{member}"
     try:
@@ -596,9 +574,7 @@ def _cifar_batch(
     except KeyError:
         fh = None
     if fh is None:
-        raise DatasetError(
-            f"{path} has no regular file {name}; expected the official tarball"
-        )
+        raise DatasetError(f"{path} has no regular file {name}; expected the official tarball")
     with fh:
         # encoding="bytes": the batches were pickled by Python 2, so their
         # keys and the arrays' raw buffers must stay bytes (as Keras reads them).
@@ -607,9 +583,7 @@ def _cifar_batch(
         except (pickle.UnpicklingError, EOFError, ValueError) as exc:
             raise DatasetError(f"cannot unpickle {name} in {path}: {exc}") from exc
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        raise DatasetError(
-            f"{name} in {path}: expected a dict with b'data' and b'labels'"
-        )
+        raise DatasetError(f"{name} in {path}: expected a dict with b'data' and b'labels'")
     data = np.asarray(batch[b"data"])
     labels = np.asarray(batch[b"labels"], dtype=np.uint8).reshape(-1)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
@@ -638,16 +612,12 @@ def _convert_housing(
     _check_rows(x, y, str(path))
     if head is not None:
         if len(x) < head:
-            raise DatasetError(
-                f"{path}: expected at least {head} rows, received {len(x)}"
-            )
+            raise DatasetError(f"{path}: expected at least {head} rows, received {len(x)}")
         x, y = x[:head], y[:head]
     indices = np.arange(len(x))
     np.random.RandomState(KERAS_SPLIT_SEED).shuffle(indices)
     x, y = x[indices], y[indices]
-    cut = int(
-        len(x) * (1 - KERAS_TEST_SPLIT)
-    )  # same expression as Keras, same rounding
+    cut = int(len(x) * (1 - KERAS_TEST_SPLIT))  # same expression as Keras, same rounding
     return {
         "x_train": x[:cut],
         "y_train": y[:cut],
@@ -678,9 +648,7 @@ _CONVERTERS: dict[str, Callable[[Mapping[str, Path]], dict[str, np.ndarray]]] = 
 def _require_key(data: Mapping[str, np.ndarray], key: str, path: Path) -> np.ndarray:
     """``data[key]``, or a DatasetError listing the keys that are there."""
     if key not in data:
-        raise DatasetError(
-            f"{path}: expected an array named {key!r}, found {sorted(data)}"
-        )
+        raise DatasetError(f"{path}: expected an array named {key!r}, found {sorted(data)}")
     return data[key]
 
 
@@ -708,9 +676,7 @@ def _write_npz(arrays: Mapping[str, np.ndarray], out: Path) -> Path:
         # Only plain numbers: object arrays would be pickled into the file.
         if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
             kind = getattr(array, "dtype", type(array).__name__)
-            raise DatasetError(
-                f"array {key!r}: expected a numeric ndarray, received {kind}"
-            )
+            raise DatasetError(f"array {key!r}: expected a numeric ndarray, received {kind}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path(out)
     try:
@@ -734,15 +700,11 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     """
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(
-            f"{path} does not exist; run the step that produces it first"
-        )
+        raise DatasetError(f"{path} does not exist; run the step that produces it first")
     try:
         data = np.load(path, allow_pickle=False)
         if isinstance(data, np.ndarray):
-            raise DatasetError(
-                f"{path}: expected an .npz archive, received a single .npy array"
-            )
+            raise DatasetError(f"{path}: expected an .npz archive, received a single .npy array")
         with data:
             return {key: data[key] for key in data.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:

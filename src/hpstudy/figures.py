@@ -108,7 +108,9 @@ def plot_study(
         ax.grid(True, alpha=0.3)
         if column in ("loss", "val_loss") or (metric == "mae" and log_loss):
             ax.set_yscale("log" if log_loss else "linear")
-        ax.set_ylabel(title.split(" ", 1)[1] + (" (log scale)" if log_loss and "loss" in column else ""))
+        ax.set_ylabel(
+            title.split(" ", 1)[1] + (" (log scale)" if log_loss and "loss" in column else "")
+        )
     for ax in axes[1]:
         ax.set_xlabel("epoch")
     handles, labels = axes[0, 0].get_legend_handles_labels()

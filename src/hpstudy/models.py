@@ -86,9 +86,7 @@ def build_optimizer(opt: dict) -> keras.optimizers.Optimizer:
     raise ValueError(f"Expected optimizer sgd, rmsprop or adam. Received: {name!r}")
 
 
-def compile_model(
-    model: keras.Model, spec: dict, n_outputs: int
-) -> keras.Model:
+def compile_model(model: keras.Model, spec: dict, n_outputs: int) -> keras.Model:
     head = task_head(spec["data"]["task"], n_outputs)
     model.compile(
         optimizer=build_optimizer(spec["optimizer"]),

@@ -285,7 +285,7 @@ def resolve_baseline(config: dict, name: str) -> tuple[dict, str]:
     return _normalise(spec), dataset
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _section_validators() -> dict:
     """One schema validator per spec section, built once (planning stays linear)."""
     from .config import _DefaultFilling, load_schema

@@ -88,7 +88,9 @@ def fit_scaler(x_train: np.ndarray, scaler: dict) -> dict:
     elif kind == "none":
         shift, scale = np.zeros(flat.shape[1]), np.ones(flat.shape[1])
     else:
-        raise ValueError(f"Expected scaler kind standard, minmax, divide or none. Received: {kind!r}")
+        raise ValueError(
+            f"Expected scaler kind standard, minmax, divide or none. Received: {kind!r}"
+        )
     scale = np.where(scale == 0, 1.0, scale)  # constant features (digit borders) stay at 0
     return {"shift": shift, "scale": scale}
 

@@ -95,8 +95,11 @@ def study_section(study: dict, summary_csv, runs_csv, figure) -> dict:
                 "best_epoch": fmt(rec["best_epoch_mean"], 3),
                 "gap": fmt(rec["final_train_val_gap_mean"]),
                 "test": pm(rec[f"test_{metric}_mean"], rec[f"test_{metric}_std"], n),
-                "delta": "" if rec["is_reference"] else f"{rec['delta_vs_reference']:+.4g}"
-                if math.isfinite(rec["delta_vs_reference"]) else "–",
+                "delta": ""
+                if rec["is_reference"]
+                else f"{rec['delta_vs_reference']:+.4g}"
+                if math.isfinite(rec["delta_vs_reference"])
+                else "–",
                 "sec_per_epoch": fmt(rec["seconds_per_epoch"], 3),
                 "params": fmt(int(rec["params"])),
                 "diverged": int(rec["diverged"]),
@@ -109,8 +112,9 @@ def study_section(study: dict, summary_csv, runs_csv, figure) -> dict:
         "rows": rows,
         "figure": image_uri(figure),
         "n_runs": len(runs),
-        "diverged": runs[runs["status"] == "diverged"][["variant", "run", "diverged_epoch"]]
-        .to_dict("records"),
+        "diverged": runs[runs["status"] == "diverged"][
+            ["variant", "run", "diverged_epoch"]
+        ].to_dict("records"),
     }
 
 
@@ -136,7 +140,7 @@ def render(
         versions=versions(),
         commit=git_commit(workdir),
         host=platform.node(),
-        generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         compute_seconds=fmt(compute_seconds, 4),
     )
 
@@ -157,7 +161,10 @@ def build_report(params: dict, inputs: dict, output: str | Path) -> None:
         for rec in pd.read_csv(runs).to_dict("records"):
             wall[(rec["experiment"], rec["run"])] = float(rec["wall_seconds"])
     html = render(
-        params["title"], sections, params["config_files"], params["experiments"],
+        params["title"],
+        sections,
+        params["config_files"],
+        params["experiments"],
         sum(wall.values()),
     )
     atomic_write_text(output, html)

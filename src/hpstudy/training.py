@@ -75,7 +75,7 @@ class Checkpoint(keras.callbacks.Callback):
     under a new name first, then the small state file that points to them.
     """
 
-    def __init__(self, backup_dir: Path, recorder: "Recorder"):
+    def __init__(self, backup_dir: Path, recorder: Recorder):
         super().__init__()
         self.dir = Path(backup_dir)
         self.recorder = recorder
@@ -227,7 +227,10 @@ def train_run(
             None,
         )
     test = model.evaluate(
-        arrays["x_test"], arrays["y_test"], batch_size=max(256, training["batch_size"]), verbose=0,
+        arrays["x_test"],
+        arrays["y_test"],
+        batch_size=max(256, training["batch_size"]),
+        verbose=0,
         return_dict=True,
     )
     metrics = {

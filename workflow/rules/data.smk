@@ -6,6 +6,8 @@ rule convert_dataset:
         "resources/datasets/{source}.npz",
     log:
         "results/logs/datasets/{source}.convert.log",
+    conda:
+        "../../envs/analysis.yaml"
     params:
         raw_dir=lambda wildcards: f"resources/datasets/{wildcards.source}",
     script:
@@ -19,6 +21,8 @@ rule prepare:
         "results/data/{dataset}-{prep}.npz",
     log:
         "results/logs/prepare/{dataset}-{prep}.log",
+    conda:
+        "../../envs/analysis.yaml"
     params:
         data=get_prep_json,
     script:

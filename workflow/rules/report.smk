@@ -10,6 +10,8 @@ rule report:
         "results/report.html",
     log:
         "results/logs/report.log",
+    conda:
+        "../../envs/analysis.yaml"
     params:
         report=get_report_json,
     script:

@@ -22,6 +22,8 @@ rule aggregate_study:
         ),
     log:
         "results/logs/studies/{study}.aggregate.log",
+    conda:
+        "../../envs/analysis.yaml"
     params:
         study=get_study_json,
     script:
@@ -42,6 +44,8 @@ rule plot_study:
         ),
     log:
         "results/logs/studies/{study}.plot.log",
+    conda:
+        "../../envs/analysis.yaml"
     params:
         study=get_study_json,
     script:

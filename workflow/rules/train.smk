@@ -13,13 +13,15 @@ rule train:
         "results/runs/{exp}/{run}/train.log",
     benchmark:
         "results/runs/{exp}/{run}/benchmark.tsv"
-    params:
-        spec=get_spec_json,
-        seed=get_seed,
+    conda:
+        "../../envs/train.yaml"
     threads: RES["threads"]
     resources:
         mem_mb=RES["mem_mb"],
         runtime=RES["runtime"],
         gpu=RES["gpu"],
+    params:
+        spec=get_spec_json,
+        seed=get_seed,
     script:
         "../scripts/train.py"

@@ -15,9 +15,7 @@ logger = logging.getLogger("hpstudy.scripts.convert_dataset")
 
 with open(snakemake.log[0], "w") as log:
     sys.stderr = sys.stdout = log
-    logging.basicConfig(
-        stream=log, level=logging.INFO, format="%(asctime)s %(message)s"
-    )
+    logging.basicConfig(stream=log, level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         # Bundled datasets have no raw files, hence no input and no raw directory.
         raw_dir = Path(snakemake.input[0]).parent if len(snakemake.input) else None

@@ -16,9 +16,7 @@ logger = logging.getLogger("hpstudy.scripts.download_dataset")
 
 with open(snakemake.log[0], "w") as log:
     sys.stderr = sys.stdout = log
-    logging.basicConfig(
-        stream=log, level=logging.INFO, format="%(asctime)s %(message)s"
-    )
+    logging.basicConfig(stream=log, level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         mirror = getattr(snakemake.params, "mirror", None) or None
         paths = download(

@@ -62,11 +62,10 @@ def read_yaml(path: str | Path) -> Any:
     """Parse one YAML file strictly; a syntax error or duplicate key names the file and line."""
     path = Path(path)
     try:
-        text = path.read_text()
+        with open(path) as fh:  # a stream, so YAML marks carry the file name
+            return yaml.load(fh, Loader=_StrictLoader)
     except OSError as exc:
         raise ConfigError(f"Cannot read config file {path}: {exc.strerror}.") from None
-    try:
-        return yaml.load(text, Loader=type("L", (_StrictLoader,), {"name": str(path)}))
     except ConfigError:
         raise
     except yaml.YAMLError as exc:
@@ -141,10 +140,13 @@ def _expected(error: jsonschema.ValidationError) -> str:
     return error.message
 
 
+_NAMED = {"positive_number": "a number > 0", "non_negative_number": "a number >= 0"}
+
+
 def _schema_summary(schema: dict) -> str:
     if "$ref" in schema:
         name = schema["$ref"].rsplit("/", 1)[-1]
-        return name.replace("_", " ")
+        return _NAMED.get(name, name.replace("_", " "))
     if "enum" in schema:
         return "one of " + ", ".join(map(str, schema["enum"]))
     kind = schema.get("type", "value")

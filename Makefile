@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= all
 
-.PHONY: setup run test lint format clean
+.PHONY: setup run test lint format bench clean
 
 $(BIN)/snakemake: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: set PYTHON=python3"; exit 1; }
@@ -22,8 +22,8 @@ run: setup
 	@echo "Report: results/report.html"
 
 lint: setup
-	$(BIN)/ruff check src tests workflow/scripts
-	$(BIN)/ruff format --check src tests workflow/scripts
+	$(BIN)/ruff check src tests workflow/scripts benchmarks
+	$(BIN)/ruff format --check src tests workflow/scripts benchmarks
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint --cores 1
 
@@ -31,9 +31,14 @@ test: setup lint
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q
 
 format: setup
-	$(BIN)/ruff format src tests workflow/scripts
-	$(BIN)/ruff check --fix src tests workflow/scripts
+	$(BIN)/ruff format src tests workflow/scripts benchmarks
+	$(BIN)/ruff check --fix src tests workflow/scripts benchmarks
 	$(BIN)/snakefmt Snakefile workflow/rules
+
+# Side-by-side timings on this machine (about 45 min, best on an idle machine): benchmarks/RESULTS.md
+bench: setup
+	$(BIN)/pip install --quiet -e ".[jax]"
+	$(BIN)/python benchmarks/run.py
 
 clean:
 	rm -rf results .snakemake

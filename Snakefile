@@ -7,19 +7,52 @@
 # The rules only connect things; the logic lives in the `hpstudy` package (src/hpstudy).
 
 
+import sys
+
+import yaml
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The default config only when no --configfile is given: Snakemake would otherwise merge the
+# two, planning the default's studies next to those of the file asked for.
+if not workflow.overwrite_configfiles:
+    # Snakemake's own parser would say only "not valid JSON or YAML": name the line and column.
+    try:
+        with open("config/config.yaml") as fh:
+            yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        sys.exit(
+            f"\nConfig file config/config.yaml is not valid YAML:\n{exc}\n\nNothing was run."
+        )
+    except OSError:
+        pass  # missing: Snakemake's configfile directive says so
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/study.smk"
+include: "workflow/rules/cv.smk"
+include: "workflow/rules/lr_range.smk"
 include: "workflow/rules/report.smk"
+
+
+# Light jobs stay on the machine that runs Snakemake, also under a cluster profile
+# (profiles/slurm): only training goes to the cluster.
+localrules:
+    all,
+    convert_dataset,
+    prepare,
+    aggregate_study,
+    plot_study,
+    overview,
+    select_cv,
+    plot_lr_range,
+    report,
 
 
 rule all:

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-import functools
-import gzip
-import hashlib
-import http.server
-import io
+import json
 import os
 import pickle
 import socket
-import struct
 import subprocess
 import sys
-import tarfile
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fakedata import (
+    cifar_batch_bytes,
+    cifar_rows,
+    serve,
+    sha256,
+    write_cifar_tarball,
+    write_raw,
+)
 
 from hpstudy import datasets as ds
 from hpstudy.datasets import DatasetError
@@ -26,142 +27,23 @@ from hpstudy.datasets import DatasetError
 RNG = np.random.default_rng(0)
 
 
-# --------------------------------------------------------------------------- fake raw files
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _idx_gz(path: Path, array: np.ndarray) -> None:
-    """Write a uint8 array as a gzipped IDX file (magic 0x0000 08 ndim, big-endian dims)."""
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as fh:
-        fh.write(header + array.astype(np.uint8).tobytes())
-
-
-def _cifar_batch_bytes(data: np.ndarray, labels: list[int]) -> bytes:
-    """A CIFAR python batch: a dict with bytes keys, as the official files have."""
-    batch = {
-        b"batch_label": b"fake batch",
-        b"labels": labels,
-        b"data": data,
-        b"filenames": [b"img_%d.png" % i for i in range(len(labels))],
-    }
-    # Protocol 3 stores bytes natively, so only numpy's own globals appear.
-    return pickle.dumps(batch, protocol=3)
-
-
-def _write_cifar_tarball(path: Path, batches: dict[str, bytes]) -> None:
-    """A .tar.gz laid out like cifar-10-python.tar.gz."""
-    with tarfile.open(path, "w:gz") as tar:
-        for member, payload in batches.items():
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{member}")
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-
-
-def _cifar_rows(n: int) -> np.ndarray:
-    """(n, 3072) uint8 rows; row 0 has red=10, green=20, blue=30 everywhere."""
-    data = RNG.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-    data[0, :1024], data[0, 1024:2048], data[0, 2048:] = 10, 20, 30
-    return data
-
-
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Build every raw file once; returns the directory and the arrays written."""
     root = tmp_path_factory.mktemp("origin")
-    expected: dict[str, dict[str, np.ndarray]] = {}
-
-    mnist = {
-        "x_train": RNG.integers(0, 256, (5, 28, 28), dtype=np.uint8),
-        "y_train": np.array([0, 1, 2, 3, 4], np.uint8),
-        "x_test": RNG.integers(0, 256, (3, 28, 28), dtype=np.uint8),
-        "y_test": np.array([9, 8, 7], np.uint8),
-    }
-    np.savez(root / "mnist.npz", **mnist)
-    expected["mnist"] = mnist
-
-    fashion = {
-        "x_train": RNG.integers(0, 256, (4, 28, 28), dtype=np.uint8),
-        "y_train": np.array([3, 1, 4, 1], np.uint8),
-        "x_test": RNG.integers(0, 256, (2, 28, 28), dtype=np.uint8),
-        "y_test": np.array([5, 9], np.uint8),
-    }
-    _idx_gz(root / "train-images-idx3-ubyte.gz", fashion["x_train"])
-    _idx_gz(root / "train-labels-idx1-ubyte.gz", fashion["y_train"])
-    _idx_gz(root / "t10k-images-idx3-ubyte.gz", fashion["x_test"])
-    _idx_gz(root / "t10k-labels-idx1-ubyte.gz", fashion["y_test"])
-    expected["fashion_mnist"] = fashion
-
-    train_rows = [_cifar_rows(2) for _ in range(5)]
-    train_labels = [[i, 9 - i] for i in range(5)]
-    test_rows, test_labels = _cifar_rows(3), [7, 0, 5]
-    batches = {
-        f"data_batch_{i + 1}": _cifar_batch_bytes(rows, labels)
-        for i, (rows, labels) in enumerate(zip(train_rows, train_labels, strict=True))
-    }
-    batches["test_batch"] = _cifar_batch_bytes(test_rows, test_labels)
-    batches["batches.meta"] = pickle.dumps({b"label_names": [b"airplane"]}, protocol=3)
-    _write_cifar_tarball(root / "cifar-10-python.tar.gz", batches)
-    expected["cifar10"] = {
-        "rows_train": np.concatenate(train_rows),
-        "y_train": np.concatenate(train_labels).astype(np.uint8),
-        "rows_test": test_rows,
-        "y_test": np.array(test_labels, np.uint8),
-    }
-
-    boston = {"x": RNG.normal(size=(21, 13)), "y": RNG.normal(size=21)}
-    np.savez(root / "boston_housing.npz", **boston)
-    expected["boston_housing"] = boston
-
-    # More rows than the 600 kept by the small version, so the slice matters.
-    california = {
-        "x": RNG.normal(size=(700, 8)).astype(np.float32),
-        "y": RNG.normal(size=700).astype(np.float32),
-    }
-    np.savez(root / "california_housing.npz", **california)
-    expected["california_housing"] = california
-
-    hashes = {p.name: _sha256(p) for p in root.iterdir()}
+    expected = write_raw(root, RNG)
+    hashes = {p.name: sha256(p) for p in root.iterdir()}
     return {"dir": root, "expected": expected, "sha256": hashes}
 
 
 # --------------------------------------------------------------------------- local HTTP server
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves the raw directory; /half/<name> sends half the bytes, then hangs up."""
-
-    def do_GET(self) -> None:
-        self.server.requests.append(self.path)
-        if not self.path.startswith("/half/"):
-            super().do_GET()
-            return
-        payload = (Path(self.directory) / self.path.removeprefix("/half/")).read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload[: len(payload) // 2])
-        self.close_connection = True
-
-    def log_message(self, *args: object) -> None:
-        pass  # keep pytest output clean
-
-
 @pytest.fixture(scope="module")
 def server(raw: dict):
     """Serve the raw files on an ephemeral 127.0.0.1 port; yields the server."""
-    handler = functools.partial(_Handler, directory=str(raw["dir"]))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    httpd.requests = []
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    httpd.base_url = f"http://127.0.0.1:{httpd.server_address[1]}/"
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(raw["dir"]) as httpd:
+        yield httpd
 
 
 @pytest.fixture
@@ -175,8 +57,9 @@ def dead_url() -> str:
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No mirror from the environment, and no proxy for loopback requests."""
+    """No mirror or hash overrides from the environment, and no proxy for loopback requests."""
     monkeypatch.delenv(ds.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(ds.SHA256_OVERRIDES_ENV, raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
@@ -271,6 +154,23 @@ def test_with_overrides_rejects_unknown_file() -> None:
         ds.with_overrides(ds.SOURCES["mnist"], sha256={"nope.gz": "0" * 64})
 
 
+def test_sha256_overrides_file_replaces_pins_for_tests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pins = tmp_path / "pins.json"
+    pins.write_text(json.dumps({"mnist.npz": "a" * 64, "unrelated.gz": "b" * 64}))
+    monkeypatch.setenv(ds.SHA256_OVERRIDES_ENV, str(pins))
+    assert [f.sha256 for f in ds.get_source("mnist").files] == ["a" * 64]
+    assert ds.get_source("cifar10") == ds.SOURCES["cifar10"]  # files not named keep their pins
+    assert ds.SOURCES["mnist"].files[0].sha256.startswith("731c5ac6")  # the registry is untouched
+    pins.write_text("{not json")
+    with pytest.raises(DatasetError, match=ds.SHA256_OVERRIDES_ENV):
+        ds.get_source("mnist")
+    pins.write_text(json.dumps({"mnist.npz": "not a hash"}))
+    with pytest.raises(ValueError, match="64 lowercase hex"):
+        ds.get_source("mnist")
+
+
 # --------------------------------------------------------------------------- download + convert
 
 
@@ -283,7 +183,7 @@ def test_mnist_download_and_convert(tmp_path: Path, server, raw: dict, point) ->
     point("mnist", server.base_url)
     paths = ds.download("mnist", tmp_path / "raw")
     assert paths == [tmp_path / "raw" / "mnist.npz"]
-    assert _sha256(paths[0]) == raw["sha256"]["mnist.npz"]
+    assert sha256(paths[0]) == raw["sha256"]["mnist.npz"]
     _assert_only(tmp_path / "raw", ["mnist.npz"])
 
     out = ds.convert("mnist", tmp_path / "raw", tmp_path / "out" / "mnist.npz")
@@ -333,11 +233,11 @@ def test_cifar10_pickle_with_foreign_global_is_refused(tmp_path: Path, point) ->
         def __reduce__(self):
             return (os.system, ("echo pwned",))
 
-    batches = {f"data_batch_{i}": _cifar_batch_bytes(_cifar_rows(1), [0]) for i in range(1, 6)}
+    batches = {f"data_batch_{i}": cifar_batch_bytes(cifar_rows(1, RNG), [0]) for i in range(1, 6)}
     batches["test_batch"] = pickle.dumps({b"data": Exploit()}, protocol=3)
     tarball = tmp_path / "cifar-10-python.tar.gz"
-    _write_cifar_tarball(tarball, batches)
-    point("cifar10", "http://unused/", {tarball.name: _sha256(tarball)})
+    write_cifar_tarball(tarball, batches)
+    point("cifar10", "http://unused/", {tarball.name: sha256(tarball)})
 
     with pytest.raises(DatasetError, match="refusing to load global"):
         ds.convert("cifar10", tmp_path, tmp_path / "out" / "c.npz")
@@ -446,7 +346,7 @@ def test_silent_host_times_out_with_instructions(tmp_path: Path, point) -> None:
 def test_mirror_directory(tmp_path: Path, dead_url: str, raw: dict, point) -> None:
     point("fashion_mnist", dead_url)  # the origin is down; the mirror must be used
     paths = ds.download("fashion_mnist", tmp_path, mirror=str(raw["dir"]))
-    assert [_sha256(p) for p in paths] == [raw["sha256"][p.name] for p in paths]
+    assert [sha256(p) for p in paths] == [raw["sha256"][p.name] for p in paths]
     _assert_only(tmp_path, [p.name for p in paths])
 
 
@@ -466,7 +366,7 @@ def test_mirror_base_url(tmp_path: Path, dead_url: str, server, raw: dict, point
     point("mnist", dead_url)
     before = len(server.requests)
     (path,) = ds.download("mnist", tmp_path, mirror=server.base_url.rstrip("/"))
-    assert _sha256(path) == raw["sha256"]["mnist.npz"]
+    assert sha256(path) == raw["sha256"]["mnist.npz"]
     assert server.requests[before:] == ["/mnist.npz"]
 
 
@@ -476,7 +376,7 @@ def test_mirror_from_environment(
     point("boston_housing", dead_url)
     monkeypatch.setenv(ds.MIRROR_ENV, str(raw["dir"]))
     (path,) = ds.download("boston_housing", tmp_path)
-    assert _sha256(path) == raw["sha256"]["boston_housing.npz"]
+    assert sha256(path) == raw["sha256"]["boston_housing.npz"]
 
 
 def test_verified_file_is_not_fetched_again(tmp_path: Path, server, dead_url: str, point) -> None:
@@ -492,7 +392,7 @@ def test_file_with_wrong_hash_is_fetched_again(tmp_path: Path, server, raw: dict
     point("mnist", server.base_url)
     (tmp_path / "mnist.npz").write_bytes(b"stale or half-written")
     (path,) = ds.download("mnist", tmp_path)
-    assert _sha256(path) == raw["sha256"]["mnist.npz"]
+    assert sha256(path) == raw["sha256"]["mnist.npz"]
     _assert_only(tmp_path, ["mnist.npz"])
 
 

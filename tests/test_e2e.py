@@ -94,9 +94,13 @@ def test_outputs_of_every_run_and_study(finished):
         assert "Epoch" in (run / "train.log").read_text()  # Keras' progress lines
     table = pd.read_csv(finished / "results/studies/lr/runs.csv")
     assert list(table["variant"]) == ["baseline", "learning_rate=0.01"]
-    assert {"experiment", "repeat", "optimizer.learning_rate", "best_val_accuracy", "test_accuracy"} <= set(
-        table.columns
-    )
+    assert {
+        "experiment",
+        "repeat",
+        "optimizer.learning_rate",
+        "best_val_accuracy",
+        "test_accuracy",
+    } <= set(table.columns)
     for rel in table["history"]:
         assert (finished / "results/studies/lr" / rel).exists()
     wide = pd.read_csv(finished / "results/studies/wide/runs.csv")
@@ -119,7 +123,9 @@ def test_report_is_self_contained_with_a_section_per_study(finished):
 @pytest.mark.e2e
 def test_nothing_to_do_then_one_change_trains_exactly_one_run(finished):
     assert planned(finished, "train") == 0
-    assert "Nothing to be done" in snakemake(finished, "-n").stdout + snakemake(finished, "-n").stderr
+    assert (
+        "Nothing to be done" in snakemake(finished, "-n").stdout + snakemake(finished, "-n").stderr
+    )
     config = finished / "config.yaml"
     original = config.read_text()
     try:

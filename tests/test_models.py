@@ -54,13 +54,18 @@ def describe(layer):
 def test_seed002_main_matches_the_notebook_builder_layer_by_layer():
     ours = models.build_model(model_spec(hidden=MAIN), (32, 32, 3), 10, "classification")
     theirs = seed002_mlp_main()
-    assert [describe(layer) for layer in ours.layers] == [describe(layer) for layer in theirs.layers]
+    assert [describe(layer) for layer in ours.layers] == [
+        describe(layer) for layer in theirs.layers
+    ]
     assert ours.count_params() == theirs.count_params()
 
 
 def test_hidden_sizes_activation_and_initializer():
     model = models.build_model(
-        model_spec(hidden=[7, 5], activation="tanh", initializer="glorot_uniform"), (4,), 3, "classification"
+        model_spec(hidden=[7, 5], activation="tanh", initializer="glorot_uniform"),
+        (4,),
+        3,
+        "classification",
     )
     dense = dense_layers(model)
     assert [d.units for d in dense] == [7, 5, 3]
@@ -69,7 +74,9 @@ def test_hidden_sizes_activation_and_initializer():
 
 
 def test_linear_activation_means_no_activation():
-    dense = dense_layers(models.build_model(model_spec(activation="linear"), (4,), 3, "classification"))
+    dense = dense_layers(
+        models.build_model(model_spec(activation="linear"), (4,), 3, "classification")
+    )
     assert dense[0].get_config()["activation"] == "linear"
 
 
@@ -93,19 +100,27 @@ def test_l1_l2_and_l1l2_classes():
         ({"l2": 0.001}, keras.regularizers.L2),
         ({"l1": 0.001, "l2": 0.001}, keras.regularizers.L1L2),
     ]:
-        dense = dense_layers(models.build_model(model_spec(regularizer=reg), (4,), 3, "classification"))
+        dense = dense_layers(
+            models.build_model(model_spec(regularizer=reg), (4,), 3, "classification")
+        )
         assert isinstance(dense[0].kernel_regularizer, cls)
         assert dense[0].bias_regularizer is None
 
 
-@pytest.mark.parametrize("where, expected", [("all", [1, 2, 3, 4, 5, 6]), ("every_other", [1, 3, 5])])
+@pytest.mark.parametrize(
+    "where, expected", [("all", [1, 2, 3, 4, 5, 6]), ("every_other", [1, 3, 5])]
+)
 def test_dropout_positions(where, expected):
     spec = model_spec(hidden=MAIN, dropout={"rate": 0.2, "layers": where})
     model = models.build_model(spec, (4,), 3, "classification")
     names = [layer.name for layer in model.layers]
-    after = [int(names[i - 1].split("_")[1]) for i, n in enumerate(names) if n.startswith("dropout")]
+    after = [
+        int(names[i - 1].split("_")[1]) for i, n in enumerate(names) if n.startswith("dropout")
+    ]
     assert after == expected  # each Dropout directly follows hidden layer n
-    assert all(layer.rate == 0.2 for layer in model.layers if isinstance(layer, keras.layers.Dropout))
+    assert all(
+        layer.rate == 0.2 for layer in model.layers if isinstance(layer, keras.layers.Dropout)
+    )
 
 
 def test_regression_head_and_wide_deep_concatenates_the_input():
@@ -119,13 +134,19 @@ def test_regression_head_and_wide_deep_concatenates_the_input():
 
 
 def test_optimizers():
-    sgd = models.build_optimizer({"name": "sgd", "learning_rate": 0.01, "momentum": 0.45, "nesterov": True})
+    sgd = models.build_optimizer(
+        {"name": "sgd", "learning_rate": 0.01, "momentum": 0.45, "nesterov": True}
+    )
     assert isinstance(sgd, keras.optimizers.SGD)
     assert float(sgd.learning_rate) == pytest.approx(0.01)
     assert sgd.momentum == 0.45 and sgd.nesterov
-    rms = models.build_optimizer({"name": "rmsprop", "learning_rate": 0.001, "rho": 0.9, "momentum": 0.0})
+    rms = models.build_optimizer(
+        {"name": "rmsprop", "learning_rate": 0.001, "rho": 0.9, "momentum": 0.0}
+    )
     assert isinstance(rms, keras.optimizers.RMSprop)
-    adam = models.build_optimizer({"name": "adam", "learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999})
+    adam = models.build_optimizer(
+        {"name": "adam", "learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999}
+    )
     assert isinstance(adam, keras.optimizers.Adam)
 
 

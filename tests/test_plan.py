@@ -20,8 +20,16 @@ BASE = {
         }
     },
     "studies": {
-        "lr": {"kind": "ofat", "baseline": "main", "factors": {"optimizer.learning_rate": [0.001, 0.05]}},
-        "momentum": {"kind": "ofat", "baseline": "main", "factors": {"optimizer.momentum": [0.0, 0.9]}},
+        "lr": {
+            "kind": "ofat",
+            "baseline": "main",
+            "factors": {"optimizer.learning_rate": [0.001, 0.05]},
+        },
+        "momentum": {
+            "kind": "ofat",
+            "baseline": "main",
+            "factors": {"optimizer.momentum": [0.0, 0.9]},
+        },
     },
 }
 
@@ -95,7 +103,10 @@ def test_grouped_variant_sets_several_keys_with_its_label():
     assert spec["model"]["activation"] == "tanh"
     assert spec["model"]["initializer"] == "glorot_uniform"
     assert study.varied == ["model.activation", "model.initializer"]
-    assert study.variants[0].values == {"model.activation": "relu", "model.initializer": "he_normal"}
+    assert study.variants[0].values == {
+        "model.activation": "relu",
+        "model.initializer": "he_normal",
+    }
 
 
 def test_grid_is_cartesian_and_study_set_applies_to_all():
@@ -149,10 +160,26 @@ def test_unknown_override_path_names_key_file_and_expectation():
 @pytest.mark.parametrize(
     "mutate, where, expected",
     [
-        (lambda c: c["baselines"]["main"]["model"].update(activation="rleu"), "activation", "one of relu"),
-        (lambda c: c["baselines"]["main"]["optimizer"].update(name="adamw"), "optimizer.name", "one of sgd"),
-        (lambda c: c["baselines"]["main"].update(colour="red"), "baselines.main", "unknown key(s) 'colour'"),
-        (lambda c: c["baselines"]["main"]["training"].update(epochs="ten"), "training.epochs", "integer"),
+        (
+            lambda c: c["baselines"]["main"]["model"].update(activation="rleu"),
+            "activation",
+            "one of relu",
+        ),
+        (
+            lambda c: c["baselines"]["main"]["optimizer"].update(name="adamw"),
+            "optimizer.name",
+            "one of sgd",
+        ),
+        (
+            lambda c: c["baselines"]["main"].update(colour="red"),
+            "baselines.main",
+            "unknown key(s) 'colour'",
+        ),
+        (
+            lambda c: c["baselines"]["main"]["training"].update(epochs="ten"),
+            "training.epochs",
+            "integer",
+        ),
         (
             lambda c: c["studies"]["lr"]["factors"].update({"optimizer.learning_rate": [-1]}),
             "studies.lr.factors.optimizer.learning_rate[0]",

@@ -7,7 +7,13 @@ from hpstudy import prepare
 
 
 def data_spec(task="classification", **split):
-    base = {"test": 0.2, "validation": 0.2, "validation_rows": "random", "stratify": True, "seed": 42}
+    base = {
+        "test": 0.2,
+        "validation": 0.2,
+        "validation_rows": "random",
+        "stratify": True,
+        "seed": 42,
+    }
     base.update(split)
     return {
         "source": "digits",

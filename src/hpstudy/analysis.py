@@ -70,6 +70,11 @@ def runs_table(study: dict, out_dir: str | Path) -> pd.DataFrame:
                     "wall_seconds": m["timing"]["wall_seconds"],
                     "params": m["params"],
                     "device": m["host"].get("device"),
+                    "host": m["host"].get("host"),
+                    "python": m["host"].get("python"),
+                    "tensorflow": m["host"].get("tensorflow"),
+                    "keras": m["host"].get("keras"),
+                    "keras_backend": m["host"].get("keras_backend"),
                     "history": os.path.relpath(run_dir / "history.csv", out_dir),
                     "metrics": os.path.relpath(run_dir / "metrics.json", out_dir),
                 }
@@ -137,3 +142,40 @@ def mean_curves(histories: list[pd.DataFrame], column: str) -> pd.DataFrame:
     return pd.DataFrame(
         {"mean": wide.mean(axis=1), "std": wide.std(axis=1, ddof=1).fillna(0.0)}
     ).reset_index()
+
+
+def effects_table(studies: list[dict], summaries: list[pd.DataFrame]) -> pd.DataFrame:
+    """Across studies: each variant's best validation metric against its study's reference.
+
+    One row per variant (reference included), in study order: `delta` is the variant's mean best
+    val metric minus the reference's, `better` says whether that is an improvement for the metric,
+    `rank` orders a study's variants from best (1) to worst.
+    """
+    frames = []
+    for study, summary in zip(studies, summaries):
+        metric = metric_of(study["task"])
+        higher = GREATER_IS_BETTER[metric]
+        col = f"best_val_{metric}_mean"
+        ref = summary[summary["is_reference"].astype(bool)]
+        ref_value = float(ref[col].iloc[0]) if len(ref) else math.nan
+        frame = pd.DataFrame(
+            {
+                "study": study["name"],
+                "slug": study["slug"],
+                "title": study["title"],
+                "metric": metric,
+                "higher_is_better": higher,
+                "variant": summary["variant"],
+                "is_reference": summary["is_reference"].astype(bool),
+                "diverged": summary["diverged"],
+                "runs": summary["runs"],
+                "best_val": summary[col],
+                "reference_best_val": ref_value,
+            }
+        )
+        frame["delta"] = frame["best_val"] - ref_value
+        frame["relative_delta"] = frame["delta"] / abs(ref_value) if ref_value else math.nan
+        frame["better"] = frame["delta"] > 0 if higher else frame["delta"] < 0
+        frame["rank"] = frame["best_val"].rank(ascending=not higher, method="min")
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -37,25 +37,24 @@ def describe_source(files: Iterable[str | Path]) -> str:
     return ", ".join(names) if names else "the config given on the command line"
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """A YAML loader that rejects duplicate keys instead of keeping the last one."""
-
-
-def _construct_mapping(loader, node, deep=False):
-    seen = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise ConfigError(
-                f"Duplicate key {key!r} at line {key_node.start_mark.line + 1} "
-                f"(first at line {seen[key] + 1}) in {key_node.start_mark.name}. "
-                "Expected each key once in a mapping (study names must be unique)."
-            )
-        seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+def _check_duplicates(node, path: tuple = ()) -> None:
+    """Reject a key given twice in one mapping (plain YAML keeps the last one silently)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:
+                raise ConfigError(
+                    f"Duplicate key {key!r} at line {key_node.start_mark.line + 1} (first at "
+                    f"line {seen[key] + 1}) in {key_node.start_mark.name}, at "
+                    f"`{format_path([*path, key])}`. Expected each key once in a mapping "
+                    "(study names must be unique)."
+                )
+            seen[key] = key_node.start_mark.line
+            _check_duplicates(value_node, (*path, key))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_duplicates(item, (*path, i))
 
 
 def read_yaml(path: str | Path) -> Any:
@@ -63,7 +62,13 @@ def read_yaml(path: str | Path) -> Any:
     path = Path(path)
     try:
         with open(path) as fh:  # a stream, so YAML marks carry the file name
-            return yaml.load(fh, Loader=_StrictLoader)
+            loader = yaml.SafeLoader(fh)
+            try:
+                node = loader.get_single_node()
+                _check_duplicates(node)
+                return None if node is None else loader.construct_document(node)
+            finally:
+                loader.dispose()
     except OSError as exc:
         raise ConfigError(f"Cannot read config file {path}: {exc.strerror}.") from None
     except ConfigError:
@@ -230,3 +235,35 @@ def deep_merge(base: dict, update: dict) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m hpstudy.config FILE...`: check config files as the workflow would, run nothing.
+
+    Snakemake parses a --configfile before any workflow code runs and, when the YAML is broken,
+    says only "not valid JSON or YAML"; this names the file, the line and the column.
+    """
+    import sys
+
+    from .plan import load_plan
+
+    files = sys.argv[1:] if argv is None else argv
+    if not files:
+        print("usage: python -m hpstudy.config CONFIG.yaml [MORE.yaml ...]", file=sys.stderr)
+        return 2
+    try:
+        plan = load_plan(files)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(
+        f"{describe_source(files)}: valid; {len(plan.studies)} studies, "
+        f"{len(plan.experiments)} experiments, {len(plan.runs)} runs."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    from hpstudy.config import main as _main  # the package's module, whose ConfigError plan raises
+
+    raise SystemExit(_main())

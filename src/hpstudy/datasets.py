@@ -19,6 +19,7 @@ import dataclasses
 import gzip
 import hashlib
 import http.client
+import json
 import logging
 import os
 import pickle
@@ -38,6 +39,11 @@ log = logging.getLogger(__name__)
 
 #: Environment variable read by :func:`download` when ``mirror`` is None.
 MIRROR_ENV = "HPSTUDY_DATA_MIRROR"
+
+#: TEST-ONLY. Path to a JSON file ``{"<file name>": "<sha256>", ...}`` whose hashes replace the
+#: pinned ones in :func:`get_source`, so the end-to-end tests can serve small stand-in files in
+#: the real formats. Never set it for real studies: it switches off the protection the pins give.
+SHA256_OVERRIDES_ENV = "HPSTUDY_SHA256_OVERRIDES"
 
 #: Where Keras 3.15 itself fetches its datasets from.
 KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
@@ -196,12 +202,49 @@ SOURCES: dict[str, Source] = {
 
 
 def get_source(name: str) -> Source:
-    """Return the registered source ``name``; ValueError naming the valid names otherwise."""
+    """Return the registered source ``name``; ValueError naming the valid names otherwise.
+
+    Its pinned hashes are replaced by those of the test-only ``HPSTUDY_SHA256_OVERRIDES`` file
+    when that variable is set (see :data:`SHA256_OVERRIDES_ENV`).
+    """
     try:
-        return SOURCES[name]
+        source = SOURCES[name]
     except KeyError:
         valid = ", ".join(sorted(SOURCES))
         raise ValueError(f"unknown dataset {name!r}; expected one of: {valid}") from None
+    overrides = _sha256_overrides()
+    mine = {f.name: overrides[f.name] for f in source.files if f.name in overrides}
+    if mine:
+        log.warning(
+            "%s: sha256 pins of %s replaced from %s (test-only)",
+            name,
+            sorted(mine),
+            os.environ[SHA256_OVERRIDES_ENV],
+        )
+        source = with_overrides(source, sha256=mine)
+    return source
+
+
+def _sha256_overrides() -> dict[str, str]:
+    """The ``{file name: sha256}`` mapping of the test-only overrides file, or {} when unset."""
+    path = os.environ.get(SHA256_OVERRIDES_ENV)
+    if not path:
+        return {}
+    try:
+        mapping = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise DatasetError(
+            f"{SHA256_OVERRIDES_ENV}={path}: expected a readable JSON file mapping file names "
+            f"to sha256 hex digests. Received: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(mapping, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
+    ):
+        raise DatasetError(
+            f"{SHA256_OVERRIDES_ENV}={path}: expected a JSON object of file name -> sha256 "
+            f"strings. Received: {mapping!r}"
+        )
+    return mapping
 
 
 def with_overrides(

@@ -1,23 +1,331 @@
-"""Process set-up that must happen before TensorFlow is imported: threads, backend, devices."""
+"""Process set-up that must happen before TensorFlow is imported: threads, backend, devices.
+
+GPU placement. Snakemake's `--resources gpu=N` only counts GPUs; it never says which card a job
+should use (snakemake/snakemake#281). So a training job that asks for GPUs:
+
+- keeps the `CUDA_VISIBLE_DEVICES` a scheduler already gave it (SLURM sets it per job);
+- otherwise claims free GPUs from the machine's list, each with an exclusive `flock` on
+  `<lock dir>/gpu-<id>.lock`, held as long as the process lives. The kernel drops the lock when
+  the process ends, even on a crash or `kill -9`, so a GPU is never left claimed by a dead job.
+
+The machine's list is `HPSTUDY_GPUS` ("0,1,2,3"; the workflow fills it from `resources.gpu_ids`),
+else the GPUs that `nvidia-smi -L` lists. `HPSTUDY_JOBS_PER_GPU` (from `resources.jobs_per_gpu`)
+lets several jobs share one card; `HPSTUDY_GPU_LOCK_DIR` moves the lock files. This module does
+not import TensorFlow.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_GPUS = "HPSTUDY_GPUS"
+ENV_JOBS_PER_GPU = "HPSTUDY_JOBS_PER_GPU"
+ENV_LOCK_DIR = "HPSTUDY_GPU_LOCK_DIR"
+# In /tmp rather than $XDG_RUNTIME_DIR: the GPUs belong to the machine, so every user's jobs
+# must see the same locks. The directory is world-writable and sticky, like /tmp itself.
+DEFAULT_LOCK_DIR = "/tmp/hpstudy-gpu-locks"
+
+_GPU_LINE = re.compile(r"^GPU (\d+):")
 
 
-def setup(threads: int = 1, backend: str = "tensorflow") -> str:
-    """Fix the thread pools and the Keras backend; return a description of the device used.
+class DeviceError(RuntimeError):
+    """A GPU request that cannot be met; the message says what was asked and what was found."""
+
+
+def _log(message: str) -> None:
+    print(f"[hpstudy.devices] {message}", file=sys.stderr, flush=True)
+
+
+def parse_ids(text: str, source: str) -> list[str]:
+    """Split "0, 1,2" into ["0", "1", "2"]; `source` names where the text came from, for errors."""
+    ids = [part.strip() for part in text.split(",") if part.strip()]
+    bad = [i for i in ids if not re.fullmatch(r"[A-Za-z0-9_.:-]+", i)]
+    if bad or len(set(ids)) != len(ids):
+        raise DeviceError(
+            f"Expected {source} to be distinct GPU ids separated by commas, e.g. '0,1,2,3'. "
+            f"Received: {text!r}"
+        )
+    return ids
+
+
+def detect_gpus(path: str | None = None) -> list[str]:
+    """The indices of the GPUs `nvidia-smi -L` lists ("GPU 0: ..." lines); [] without nvidia-smi."""
+    exe = shutil.which("nvidia-smi", path=path)
+    if exe is None:
+        return []
+    try:
+        out = subprocess.run(
+            [exe, "-L"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [m.group(1) for line in out.splitlines() if (m := _GPU_LINE.match(line.strip()))]
+
+
+def gpu_pool(env: MutableMapping[str, str] | None = None) -> list[str]:
+    """The machine's GPU ids: `HPSTUDY_GPUS` when set, else those `nvidia-smi -L` lists."""
+    env = os.environ if env is None else env
+    given = env.get(ENV_GPUS, "").strip()
+    if given:
+        return parse_ids(given, f"${ENV_GPUS}")
+    return detect_gpus(env.get("PATH"))
+
+
+def jobs_per_gpu(env: MutableMapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
+    text = env.get(ENV_JOBS_PER_GPU, "1").strip() or "1"
+    if not text.isdigit() or int(text) < 1:
+        raise DeviceError(
+            f"Expected ${ENV_JOBS_PER_GPU} (resources.jobs_per_gpu) to be an integer >= 1. "
+            f"Received: {text!r}"
+        )
+    return int(text)
+
+
+def lock_dir(env: MutableMapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get(ENV_LOCK_DIR) or DEFAULT_LOCK_DIR)
+
+
+def lock_path(directory: Path, gpu: str, slot: int = 0) -> Path:
+    """Slot 0 is `gpu-<id>.lock`; the extra slots of a shared card are `gpu-<id>.<slot>.lock`."""
+    return directory / (f"gpu-{gpu}.lock" if slot == 0 else f"gpu-{gpu}.{slot}.lock")
+
+
+@dataclass(eq=False)
+class Claim:
+    """GPUs held by this process; the locks go with `release()`, the object, or the process."""
+
+    gpus: list[str]
+    locks: list[Path]
+    claimed_at: float
+    _fds: list[int] = field(default_factory=list, repr=False)
+
+    def release(self) -> None:
+        for fd in self._fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)  # closing the descriptor drops its flock
+        self._fds.clear()
+        with contextlib.suppress(ValueError):
+            _HELD.remove(self)
+
+    def __del__(self) -> None:  # like a file: a claim nobody holds on to is let go
+        try:
+            self.release()
+        except Exception:  # the interpreter is shutting down
+            pass
+
+
+# Claims made by setup() stay referenced here for the life of the process.
+_HELD: list[Claim] = []
+
+
+def _make_lock_dir(directory: Path) -> None:
+    if not directory.is_dir():
+        directory.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # someone else's directory: theirs to set
+            directory.chmod(0o1777)
+
+
+def _try_lock(path: Path) -> int | None:
+    """Take an exclusive, non-blocking flock on `path`; return the descriptor, or None if held."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:  # another user's lock file: a read-only descriptor can flock too
+        fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    with contextlib.suppress(OSError):  # who holds it, for a person looking at the lock dir
+        os.fchmod(fd, 0o666)
+        os.ftruncate(fd, 0)
+        holder = f"pid {os.getpid()} on {socket.gethostname()} since {time.time():.3f}\n"
+        os.write(fd, holder.encode())
+    return fd
+
+
+def try_claim(n: int, pool: list[str], per_gpu: int, directory: Path) -> Claim | None:
+    """Lock `n` distinct GPUs of `pool` now, or none at all (None).
+
+    Slots are tried slot-major (every card's first slot before any card's second), so shared
+    cards fill up evenly. Taking all or nothing means two jobs never deadlock on half a claim.
+    """
+    _make_lock_dir(directory)
+    gpus: list[str] = []
+    locks: list[Path] = []
+    fds: list[int] = []
+    for slot in range(per_gpu):
+        for gpu in pool:
+            if gpu in gpus:
+                continue
+            path = lock_path(directory, gpu, slot)
+            fd = _try_lock(path)
+            if fd is None:
+                continue
+            gpus.append(gpu)
+            locks.append(path)
+            fds.append(fd)
+            if len(gpus) == n:
+                return Claim(gpus, locks, time.time(), fds)
+    for fd in fds:
+        os.close(fd)
+    return None
+
+
+def claim(
+    n: int,
+    pool: list[str],
+    per_gpu: int = 1,
+    directory: Path | str = DEFAULT_LOCK_DIR,
+    wait: float | None = None,
+    poll: float = 0.5,
+    log: Callable[[str], None] = _log,
+) -> Claim:
+    """Lock `n` free GPUs of `pool`, waiting up to `wait` seconds (None: as long as it takes)."""
+    if n > len(pool):
+        raise DeviceError(
+            f"The job asks for {n} GPU(s) but the machine's list has {len(pool)}: {pool}. "
+            f"Set ${ENV_GPUS} or resources.gpu_ids, or ask for fewer (resources.gpu)."
+        )
+    directory = Path(directory)
+    deadline = None if wait is None else time.monotonic() + wait
+    waited = False
+    while True:
+        got = try_claim(n, pool, per_gpu, directory)
+        if got is not None:
+            return got
+        if deadline is not None and time.monotonic() >= deadline:
+            raise DeviceError(
+                f"No {n} free GPU(s) among {pool} ({per_gpu} job(s) per GPU) after {wait} s; "
+                f"locks in {directory}"
+            )
+        if not waited:
+            log(f"all of GPUs {pool} are taken ({per_gpu} job(s) per GPU); waiting for one")
+            waited = True
+        time.sleep(poll)
+
+
+def place(gpus: int, env: MutableMapping[str, str] | None = None) -> str:
+    """Choose this job's devices and set `CUDA_VISIBLE_DEVICES` in `env`; return a description.
+
+    A scheduler's choice wins; a job that asks for no GPU sees none (so CPU jobs never take
+    memory on a card that a GPU job was given); otherwise free GPUs are claimed and locked.
+    """
+    env = os.environ if env is None else env
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        if visible.strip() in ("", "-1"):
+            return "CPU (CUDA_VISIBLE_DEVICES is empty)"
+        _gpu_env(env)
+        job = env.get("SLURM_JOB_ID")
+        if not job:
+            return f"GPU {visible} (CUDA_VISIBLE_DEVICES from the environment)"
+        # The node's own GPU numbers (with cgroup device limits CUDA sees them renumbered from
+        # 0): a job step (srun, as the plugin runs each job) has SLURM_STEP_GPUS.
+        name = next((n for n in ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS") if env.get(n)), None)
+        node = f", {name}={env[name]}" if name else ""
+        return f"GPU {visible} (CUDA_VISIBLE_DEVICES from SLURM job {job}{node})"
+    pool = gpu_pool(env)
+    if gpus <= 0:
+        if pool:
+            env["CUDA_VISIBLE_DEVICES"] = ""
+            return f"CPU (the job asks for no GPU; GPUs {','.join(pool)} hidden)"
+        return "CPU"
+    if not pool:
+        raise DeviceError(
+            f"The job asks for {gpus} GPU(s) but found none: ${ENV_GPUS} and resources.gpu_ids "
+            "are empty and `nvidia-smi -L` lists no GPU. Set resources.gpu to 0 to train on the CPU."
+        )
+    per_gpu = jobs_per_gpu(env)
+    got = claim(gpus, pool, per_gpu, lock_dir(env))
+    _HELD.append(got)
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(got.gpus)
+    # nvidia-smi numbers GPUs by PCI bus; CUDA's default order may differ.
+    env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    _gpu_env(env)
+    _log(
+        f"claimed GPU {','.join(got.gpus)} at {got.claimed_at:.6f} "
+        f"(locks {', '.join(map(str, got.locks))})"
+    )
+    return f"GPU {','.join(got.gpus)} (claimed from {','.join(pool)}, {per_gpu} job(s) per GPU)"
+
+
+def _gpu_env(env: MutableMapping[str, str]) -> None:
+    # Allocate GPU memory as needed instead of all at once, so jobs can share a card.
+    env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # the same for JAX
+
+
+def export_settings(
+    gpu_ids: list, per_gpu: int, env: MutableMapping[str, str] | None = None
+) -> None:
+    """Hand the config's `resources.gpu_ids` and `jobs_per_gpu` to the jobs, which inherit `env`.
+
+    An empty `gpu_ids` leaves `HPSTUDY_GPUS` as the user set it (or unset: nvidia-smi decides).
+    """
+    env = os.environ if env is None else env
+    if gpu_ids:
+        env[ENV_GPUS] = ",".join(str(i) for i in gpu_ids)
+    env[ENV_JOBS_PER_GPU] = str(per_gpu)
+
+
+def release_all() -> None:
+    """Drop every claim this process made (for tests; a job simply exits)."""
+    for held in list(_HELD):
+        held.release()
+
+
+def _jax_env(threads: int, env: MutableMapping[str, str]) -> None:
+    """JAX's thread pool and its on-disk cache of compiled steps, shared by the jobs of a machine.
+
+    Without the cache every job compiles its training step again (seconds, more than a whole
+    small run's epochs; see benchmarks/RESULTS.md). It lives in the machine's temporary directory
+    because a step compiled for one node's CPU must not be loaded on another's. Cached programs
+    are the ones XLA would compile again, so results do not depend on the cache.
+    """
+    if threads == 1:  # XLA's CPU client otherwise starts one thread per core
+        flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flags}".strip()
+    cache = Path(env.get("TMPDIR") or "/tmp") / f"hpstudy-jax-cache-{os.getuid()}"
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache))
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+def setup(
+    threads: int = 1,
+    backend: str = "tensorflow",
+    gpus: int = 0,
+    env: MutableMapping[str, str] | None = None,
+) -> str:
+    """Fix the thread pools, the Keras backend and the devices; return the device description.
 
     TensorFlow reads these variables once, when it starts, so this runs before any import of
     keras or tensorflow. One intra-op thread per Snakemake thread keeps parallel jobs from
-    oversubscribing the cores.
+    oversubscribing the cores. `gpus` is the number of GPUs the job asked for (its `gpu`
+    resource).
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ["KERAS_BACKEND"] = backend
-    os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
-    os.environ["TF_NUM_INTEROP_THREADS"] = str(max(1, min(2, threads)))
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible:
-        return f"GPU (CUDA_VISIBLE_DEVICES={visible})"
-    return "CPU"
+    env = os.environ if env is None else env
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["KERAS_BACKEND"] = backend
+    env["TF_NUM_INTRAOP_THREADS"] = str(threads)
+    env["TF_NUM_INTEROP_THREADS"] = str(max(1, min(2, threads)))
+    env.setdefault("OMP_NUM_THREADS", str(threads))
+    if backend == "jax":
+        _jax_env(threads, env)
+    if env is os.environ and "tensorflow" in sys.modules:
+        _log("TensorFlow was imported before devices.setup(): the device settings may not apply")
+    return place(gpus, env)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from pathlib import Path
 
 import matplotlib
@@ -11,9 +13,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
-from .analysis import mean_curves, metric_of  # noqa: E402
+from .analysis import GREATER_IS_BETTER, mean_curves, metric_of  # noqa: E402
 from .io import atomic_path  # noqa: E402
+from .observations import first_divergence  # noqa: E402
 
 # Paul Tol's "bright" and "muted" qualitative schemes: distinguishable with colour blindness.
 PALETTE = [
@@ -22,6 +26,62 @@ PALETTE = [
 ]  # fmt: skip
 REFERENCE_COLOUR = "#1a1a1a"
 METRIC_LABEL = {"accuracy": "accuracy", "mae": "mean absolute error"}
+
+# Keeps a 100-experiment report small (see tests/test_report_size.py): text stays text instead of
+# glyph outlines, and line segments that deviate less than a quarter point from a straight line are
+# merged (invisible at any sane zoom). Paths are simplified when they are created, so this style
+# must be active while plotting, not only while saving.
+STYLE = {"svg.fonttype": "none", "svg.hashsalt": "hpstudy", "path.simplify_threshold": 0.25}
+MAX_POINTS = 1500  # per curve; longer curves keep each bucket's minimum and maximum
+
+
+def styled(fn):
+    """Run a plotting function under STYLE."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with plt.rc_context(STYLE):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _text(text) -> str:
+    """A user string drawn as typed: matplotlib would parse text between two `$` as a formula,
+    and a malformed one (a label such as "costs $5 or $\\frac{") would stop the figure job."""
+    return str(text).replace("$", r"\$")
+
+
+def decimate(low: np.ndarray, high: np.ndarray | None = None, max_points: int = MAX_POINTS):
+    """Indices of at most about `max_points` points that keep each bucket's extremes: the
+    minimum of `low` and the maximum of `high` (default `low`), so the envelope is unchanged.
+
+    Thousands of epochs on a panel a few hundred pixels wide would only add bytes: every
+    pixel column still shows its lowest and highest value, so spikes stay visible.
+    """
+    high = low if high is None else high
+    n = len(low)
+    if n <= max_points:
+        return np.arange(n)
+    edges = np.linspace(0, n, max_points // 2 + 1).astype(int)
+    keep = {0, n - 1}
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        if hi > lo:
+            keep.add(lo + int(np.argmin(low[lo:hi])))
+            keep.add(lo + int(np.argmax(high[lo:hi])))
+    return np.array(sorted(keep))
+
+
+def _plain_log_axis(ax) -> None:
+    """Log-scale ticks as plain numbers (0.3, 1, 2) instead of 3×10⁻¹. Minor ticks are labelled
+    where the major ones are too few: 2–6 and 8 within a decade, 2, 3 and 5 within two."""
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    lo, hi = ax.get_ylim()
+    span = hi / lo if lo > 0 else math.inf
+    keep = "234568" if span < 10 else "235" if span < 100 else ""
+    ax.yaxis.set_minor_formatter(
+        ticker.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in keep else "")
+    )
 
 
 def colours(study: dict) -> dict:
@@ -38,9 +98,10 @@ def colours(study: dict) -> dict:
 
 def _spans_decades(values: list[np.ndarray]) -> bool:
     finite = np.concatenate([v[np.isfinite(v) & (v > 0)] for v in values] or [np.array([])])
-    return finite.size > 0 and finite.max() / finite.min() > 30
+    return finite.size > 0 and finite.max() / finite.min() >= 10
 
 
+@styled
 def plot_study(
     study: dict, histories: dict[str, list[pd.DataFrame]], path: str | Path, dpi: int = 110
 ) -> None:
@@ -59,7 +120,7 @@ def plot_study(
         (f"val_{metric}", f"Validation {METRIC_LABEL[metric]}"),
     ]
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.2), sharex=True)
-    loss_values = []
+    loss_values, legend = [], []
     for variant in study["variants"]:
         label = variant["label"]
         runs = histories.get(label) or []
@@ -72,36 +133,21 @@ def plot_study(
             "zorder": 3 if ref else 2,
             "alpha": 1.0 if ref else 0.9,
         }
-        best_epoch = None
-        for ax, (column, _) in zip(axes.flat, panels):
-            curve = mean_curves(runs, column)
-            finite = curve[np.isfinite(curve["mean"])]
-            if finite.empty:
-                continue
-            ax.plot(finite["epoch"], finite["mean"], label=label if column == "loss" else None,
-                    **style)  # fmt: skip
-            if len(runs) > 1:
-                ax.fill_between(
-                    finite["epoch"],
-                    finite["mean"] - finite["std"],
-                    finite["mean"] + finite["std"],
-                    color=style["color"],
-                    alpha=0.18,
-                    linewidth=0,
-                )
-            if column in ("loss", "val_loss"):
-                loss_values.append(finite["mean"].to_numpy())
-            if column == "val_loss":
-                best_epoch = int(finite.loc[finite["mean"].idxmin(), "epoch"])
-            if best_epoch is not None and column.startswith("val_"):
-                at = finite[finite["epoch"] == best_epoch]
-                if not at.empty:
-                    ax.plot(at["epoch"], at["mean"], "o", color=style["color"], markersize=6,
-                            markeredgecolor="white", zorder=4)  # fmt: skip
-            if len(finite) < len(curve):  # diverged: mark where the curve ends
-                last = finite.iloc[-1]
-                ax.plot(last["epoch"], last["mean"], "X", color=style["color"], markersize=9,
-                        markeredgecolor="black", zorder=5)  # fmt: skip
+        # The mean ± std is over the runs that finished; a diverged run is drawn on its own
+        # (dashed beside finished repeats) so it neither drags the mean nor vanishes into it.
+        ok = [h for h in runs if first_divergence(h) is None]
+        if ok:
+            _plot_variant(axes, panels, ok, style, loss_values)
+        for h in runs:
+            if first_divergence(h) is not None:
+                look = {**style, "linestyle": "--", "linewidth": 1.1} if ok else style
+                _plot_variant(axes, panels, [h], look, loss_values)
+        drawn = any(np.isfinite(h["val_loss"].astype(float)).any() for h in runs)
+        legend.append(
+            plt.Line2D([], [], color=style["color"], linewidth=style["linewidth"],
+                       label=_text(label if drawn else f"{label} (diverged at once: no finite value)"))
+        )  # fmt: skip
+
     log_loss = _spans_decades(loss_values)
     for ax, (column, title) in zip(axes.flat, panels):
         ax.set_title(title, fontsize=11)
@@ -111,30 +157,196 @@ def plot_study(
         ax.set_ylabel(
             title.split(" ", 1)[1] + (" (log scale)" if log_loss and "loss" in column else "")
         )
+        if ax.get_yscale() == "log":
+            _plain_log_axis(ax)
     for ax in axes[1]:
         ax.set_xlabel("epoch")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    handles += [
+    handles = legend + [
         plt.Line2D([], [], marker="o", linestyle="", color="grey", label="lowest val loss"),
         plt.Line2D([], [], marker="X", linestyle="", color="grey", markeredgecolor="black",
                    label="diverged (last finite value)"),
     ]  # fmt: skip
     fig.legend(handles=handles, loc="lower center", ncol=min(5, len(handles)), fontsize=9,
                frameon=False)  # fmt: skip
-    fig.suptitle(study["title"], fontsize=13)
+    fig.suptitle(_text(study["title"]), fontsize=13)
     rows = math.ceil(len(handles) / 5)
     fig.tight_layout(rect=(0, 0.04 + 0.035 * rows, 1, 1))
     save(fig, path, dpi)
+
+
+def _plot_variant(axes, panels, runs, style, loss_values) -> None:
+    """One variant's curves (mean ± std over `runs`) on the four panels, with its markers."""
+    best_epoch = None
+    for ax, (column, _) in zip(axes.flat, panels):
+        curve = mean_curves(runs, column)
+        finite = curve[np.isfinite(curve["mean"])]
+        if finite.empty:
+            continue
+        epochs, mean = finite["epoch"].to_numpy(), finite["mean"].to_numpy()
+        keep = decimate(mean)
+        ax.plot(epochs[keep], mean[keep], **style)
+        if len(runs) > 1:
+            low, high = mean - finite["std"].to_numpy(), mean + finite["std"].to_numpy()
+            keep = decimate(low, high)
+            ax.fill_between(epochs[keep], low[keep], high[keep], color=style["color"],
+                            alpha=0.18, linewidth=0)  # fmt: skip
+        if column in ("loss", "val_loss"):
+            loss_values.append(mean)
+        if column == "val_loss":
+            best_epoch = int(epochs[np.argmin(mean)])
+        if best_epoch is not None and column.startswith("val_"):
+            at = finite[finite["epoch"] == best_epoch]
+            if not at.empty:
+                ax.plot(at["epoch"], at["mean"], "o", color=style["color"], markersize=6,
+                        markeredgecolor="white", zorder=4)  # fmt: skip
+        if len(finite) < len(curve):  # diverged: mark where the curve ends
+            ax.plot(epochs[-1], mean[-1], "X", color=style["color"], markersize=9,
+                    markeredgecolor="black", zorder=5)  # fmt: skip
+
+
+OVERVIEW_LABEL = {"accuracy": "validation accuracy", "mae": "validation MAE"}
+
+
+def _short(text: str, width: int = 38) -> str:
+    return _text(text if len(text) <= width else text[: width - 1] + "…")
+
+
+@styled
+def plot_overview(studies: list[dict], effects: pd.DataFrame, path: str | Path, dpi: int = 110):
+    """Horizontal bars: each variant's best val metric minus its study's baseline, grouped by
+    study (one panel per metric), coloured as in the study's figure. Returns the figure's height.
+
+    `effects` is `analysis.effects_table`; studies without a reference have no bars.
+    """
+    # variants whose every run diverged have no score: listed, marked, without a bar
+    unscored = effects["best_val"].isna() & (effects["diverged"] > 0)
+    rows = effects[
+        ~effects["is_reference"]
+        & effects["reference_best_val"].notna()
+        & (effects["delta"].notna() | unscored)
+    ]
+    metrics = list(dict.fromkeys(rows["metric"]))
+    palettes = {s["slug"]: colours(s) for s in studies}
+    sizes = [len(rows[rows["metric"] == m]) + rows[rows["metric"] == m]["slug"].nunique()
+             for m in metrics]  # fmt: skip
+    height = 0.9 * len(metrics) + 0.24 * sum(sizes) + 0.3
+    if not metrics:
+        fig, ax = plt.subplots(figsize=(10, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "No study has a baseline to compare with.", ha="center", va="center")
+        save(fig, path, dpi)
+        return 1.2
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(10, height), squeeze=False,
+                             gridspec_kw={"height_ratios": [n + 2 for n in sizes]})  # fmt: skip
+    for ax, metric in zip(axes[:, 0], metrics):
+        sub = rows[rows["metric"] == metric]
+        y, ticks, labels = 0, [], []
+        for slug, group in sub.groupby("slug", sort=False):
+            ax.text(0.005, y, _text(group["title"].iloc[0]), transform=ax.get_yaxis_transform(),
+                    fontweight="bold", va="center", ha="left", fontsize=9.5)  # fmt: skip
+            y -= 1
+            for rec in group.to_dict("records"):
+                colour = palettes[slug].get(rec["variant"], "#888888")
+                if not np.isfinite(rec["delta"]):
+                    ax.annotate(" ✕ diverged, no score", (0, y), va="center", ha="left",
+                                fontsize=8.5, color="#b3263e")  # fmt: skip
+                    ticks.append(y)
+                    labels.append(_short(rec["variant"]))
+                    y -= 1
+                    continue
+                ax.barh(y, rec["delta"], color=colour, height=0.7,
+                        hatch="//" if rec["diverged"] else None, edgecolor="white")  # fmt: skip
+                mark = " (diverged)" if rec["diverged"] else ""
+                rel = (
+                    f" ({rec['relative_delta']:+.1%})" if np.isfinite(rec["relative_delta"]) else ""
+                )
+                ax.annotate(f" {rec['delta']:+.3g}{rel} ", (rec["delta"], y), va="center",
+                            ha="left" if rec["delta"] >= 0 else "right", fontsize=8.5)  # fmt: skip
+                ticks.append(y)
+                labels.append(_short(rec["variant"]) + mark)
+                y -= 1
+            y -= 0.4
+        ax.set_yticks(ticks, labels, fontsize=9)
+        ax.set_ylim(y + 0.3, 0.7)
+        ax.axvline(0, color=REFERENCE_COLOUR, linewidth=1)
+        lo, hi = ax.get_xlim()
+        pad = 0.18 * (hi - lo)  # room for the value labels
+        ax.set_xlim(lo - pad * (lo < 0), hi + pad)
+        better = "higher" if GREATER_IS_BETTER[metric] else "lower"
+        ax.set_xlabel(
+            f"best {OVERVIEW_LABEL[metric]} minus the study's baseline ({better} is better)"
+        )
+        ax.grid(True, axis="x", alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    save(fig, path, dpi)
+    return height
 
 
 def save(fig, path: str | Path, dpi: int = 110) -> None:
     """Write a figure atomically and reproducibly (no timestamps, stable SVG ids)."""
     path = Path(path)
     fmt = path.suffix.lstrip(".")
-    plt.rcParams["svg.hashsalt"] = "hpstudy"
     metadata = {"Date": None} if fmt == "svg" else {"Software": None}
     if fmt == "svg":
         metadata["Creator"] = None
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata)
+        if fmt == "svg":
+            tmp.write_text(round_svg_paths(_METADATA.sub("", tmp.read_text(), count=1)))
     plt.close(fig)
+
+
+_METADATA = re.compile(r"\s*<metadata>.*?</metadata>", re.S)  # RDF boilerplate: bytes, URLs
+_PATH_DATA = re.compile(r' d="[^"]*"')
+_DECIMAL = re.compile(r"-?\d+\.\d+")
+
+
+def round_svg_paths(svg: str) -> str:
+    """Path coordinates to 0.1 pt (matplotlib writes 6 decimals): a third fewer bytes, same picture."""
+
+    def short(m: re.Match) -> str:
+        text = f"{float(m.group()):.1f}".rstrip("0").rstrip(".")
+        return "0" if text == "-0" else text
+
+    return _PATH_DATA.sub(lambda m: _DECIMAL.sub(short, m.group()), svg)
+
+
+@styled
+def plot_lr_range(
+    curve: pd.DataFrame, suggestion: dict, path: str | Path, title: str, dpi: int = 110
+) -> None:
+    """Loss against learning rate (log x axis) of a range test, the suggestion marked.
+
+    `curve` has the columns lr, loss, smoothed_loss (lr_range.csv); `suggestion` is its
+    suggestion.json. The y axis stops a little above the first smoothed loss, so the divergence
+    that ends the test does not flatten the part worth reading.
+    """
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    ax.plot(curve["lr"], curve["loss"], color=PALETTE[4], linewidth=0.8, alpha=0.7,
+            label="loss of each batch")  # fmt: skip
+    ax.plot(curve["lr"], curve["smoothed_loss"], color=PALETTE[0], linewidth=2.2,
+            label="smoothed loss (EMA, bias-corrected)")  # fmt: skip
+    ax.set_xscale("log")
+    finite = curve["smoothed_loss"][np.isfinite(curve["smoothed_loss"])]
+    if len(finite):
+        raw = curve["loss"][np.isfinite(curve["loss"])]
+        low, top = float(min(finite.min(), raw.min())), float(finite.iloc[0])
+        span = max(top - low, 1e-12)
+        ax.set_ylim(low - 0.1 * span, top + 0.35 * span)
+    ax.plot(suggestion["min_loss_lr"], suggestion["min_smoothed_loss"], "o", color=PALETTE[2],
+            markeredgecolor="white", markersize=8, zorder=4,
+            label=f"minimum of the smoothed loss (lr {suggestion['min_loss_lr']:.3g})")  # fmt: skip
+    lr = suggestion["suggested_lr"]
+    rule = "steepest descent" if suggestion["rule"] == "steepest" else "lr at minimum / 10"
+    if suggestion.get("fallback"):
+        rule = "lr at minimum / 10 (no descent to measure)"
+    ax.axvline(lr, color=PALETTE[1], linewidth=1.6, linestyle="--",
+               label=f"suggested lr {lr:.3g} ({rule})")  # fmt: skip
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=9, frameon=False, loc="upper left")
+    ax.set_title(title, fontsize=12)
+    fig.tight_layout()
+    save(fig, path, dpi)

@@ -43,6 +43,7 @@ FLOAT_PATHS = (
     ("optimizer", "beta_1"),
     ("optimizer", "beta_2"),
     ("data", "scaler", "by"),
+    ("data", "scaler", "target_by"),
 )
 
 # Optimizer keys that mean something for each optimizer, with Keras' defaults.
@@ -109,6 +110,8 @@ def format_value(value: Any) -> str:
             head = ", ".join(map(format_value, value[:3]))
             return f"[{head}, … ({len(value)} items)]"
         return "[" + ", ".join(map(format_value, value)) + "]"
+    if isinstance(value, dict):  # a whole section, e.g. a grid over `optimizer`
+        return "{" + ", ".join(f"{k}: {format_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
@@ -164,12 +167,18 @@ def prep_id(data: dict) -> str:
 
 @dataclass(frozen=True)
 class Run:
-    """One training job: an experiment with a repeat."""
+    """One training job: an experiment with a repeat, or with a cross-validation fold."""
 
     experiment: str
-    name: str  # "r0", "r1", ...
-    repeat: int
+    name: str  # "r0", "r1", ... or "f0of2", "f1of2" (fold 0 and 1 of a 2-fold CV)
+    repeat: int | None
     seed: int
+    fold: int | None = None
+    folds: int | None = None  # k of the k-fold CV; the fold's rows depend on it
+
+    @property
+    def kind(self) -> str:
+        return "repeat" if self.fold is None else "fold"
 
     @property
     def key(self) -> str:
@@ -178,6 +187,28 @@ class Run:
     @property
     def dir(self) -> str:
         return f"results/runs/{self.experiment}/{self.name}"
+
+
+RUN_NAME = re.compile(r"^(?:r(?P<repeat>\d+)|f(?P<fold>\d+)of(?P<folds>\d+))$")
+
+
+def parse_run(name: str) -> dict:
+    """`r3` -> {"repeat": 3}; `f1of5` -> {"fold": 1, "folds": 5} (the run wildcard's two forms)."""
+    match = RUN_NAME.match(name)
+    if not match or (match["fold"] and not int(match["fold"]) < int(match["folds"])):
+        raise ValueError(f"Expected a run name r<repeat> or f<fold>of<k>. Received: {name!r}")
+    return {k: int(v) for k, v in match.groupdict().items() if v is not None}
+
+
+def make_run(experiment: Experiment, name: str) -> Run:
+    """The run `name` of an experiment, with its derived seed (`derive_seed`)."""
+    parts = parse_run(name)
+    seed = experiment.spec["training"]["seed"]
+    if "repeat" in parts:
+        repeat = parts["repeat"]
+        return Run(experiment.id, name, repeat, derive_seed(seed, "repeat", repeat))
+    fold = parts["fold"]
+    return Run(experiment.id, name, None, derive_seed(seed, "fold", fold), fold, parts["folds"])
 
 
 @dataclass
@@ -200,6 +231,8 @@ class Study:
     varied: list  # dotted paths the study varies
     variants: list = field(default_factory=list)
     runs: dict = field(default_factory=dict)  # variant label -> [Run]
+    cv: int | None = None  # k of a cv study: the runs are folds, the winner is refit as r0
+    lr_range: str | None = None  # the id of an lr_range study's test
 
     @property
     def dir(self) -> str:
@@ -227,12 +260,13 @@ class Study:
                     "is_reference": v.is_reference,
                     "runs": [
                         {"run": r.name, "repeat": r.repeat, "seed": r.seed, "dir": r.dir}
+                        | ({"fold": r.fold, "folds": r.folds} if r.fold is not None else {})
                         for r in self.runs[v.label]
                     ],
                 }
                 for v in self.variants
             ],
-        }
+        } | {key: getattr(self, key) for key in ("cv", "lr_range") if getattr(self, key)}
 
 
 @dataclass
@@ -243,18 +277,68 @@ class Plan:
     runs: dict = field(default_factory=dict)  # "exp/rN" -> Run
     studies: dict = field(default_factory=dict)  # slug -> Study
     preps: dict = field(default_factory=dict)  # prep id -> (dataset name, data spec)
+    lr_ranges: dict = field(default_factory=dict)  # lr_range test id -> LRRange
 
     def where(self) -> str:
         return describe_source(self.files)
+
+    def find_run(self, experiment: str, name: str) -> Run:
+        """A planned run, or one the graph asks for later (a cv study's refit, `r0`)."""
+        key = f"{experiment}/{name}"
+        return self.runs[key] if key in self.runs else make_run(self.experiments[experiment], name)
 
     # Targets -----------------------------------------------------------------
     def run_outputs(self, name: str) -> list:
         return [f"{run.dir}/{name}" for run in self.runs.values()]
 
-    def report_studies(self) -> list:
+    def _chosen_studies(self) -> list:
         chosen = self.config.get("report", {}).get("studies") or list(self.studies)
         by_name = {s.name: s.slug for s in self.studies.values()}
         return [by_name.get(name, name) for name in chosen]
+
+    def report_studies(self) -> list:
+        """Slugs of the studies with runs that the report shows (lr_range ones have their own view)."""
+        return [s for s in self._chosen_studies() if self.studies[s].kind != "lr_range"]
+
+    def report_lr_ranges(self) -> list:
+        return [s for s in self._chosen_studies() if self.studies[s].kind == "lr_range"]
+
+    def lr_range_users(self, test_id: str) -> list:
+        """(study title, variant label, experiment id) of every variant that takes the suggestion."""
+        return [
+            (study.title, v.label, v.experiment)
+            for study in self.studies.values()
+            for v in study.variants
+            if lr_range_of(self.experiments[v.experiment].spec) == test_id
+        ]
+
+
+def lr_range_of(spec: dict) -> str | None:
+    """The id of the range test whose suggestion is the spec's learning rate, if it takes one."""
+    lr = spec["optimizer"].get("learning_rate")
+    return lr.rsplit("@", 1)[1] if isinstance(lr, str) and "@" in lr else None
+
+
+@dataclass(frozen=True)
+class LRRange:
+    """A learning-rate range test of a study's reference: `results/lr_range/<id>/`."""
+
+    id: str
+    spec: dict
+    dataset: str
+    baseline: str
+
+    @property
+    def json(self) -> str:
+        return canonical_json(self.spec)
+
+    @property
+    def prep_id(self) -> str:
+        return prep_id(self.spec["data"])
+
+    @property
+    def dir(self) -> str:
+        return f"results/lr_range/{self.id}"
 
 
 def _fail(plan: Plan, path: list, expected: str, received: Any) -> None:
@@ -280,6 +364,8 @@ def resolve_baseline(config: dict, name: str) -> tuple[dict, str]:
         "model": copy.deepcopy(base["model"]),
         "optimizer": copy.deepcopy(base["optimizer"]),
         "training": copy.deepcopy(base["training"]),
+        # In the id: the same seed gives different numbers on another backend.
+        "keras_backend": config["keras_backend"],
         "version": TRAINING_VERSION,
     }
     return _normalise(spec), dataset
@@ -299,9 +385,8 @@ def _section_validators() -> dict:
 
 def _check_spec(plan: Plan, spec: dict, path: list) -> None:
     """Re-validate a spec after overrides, so a bad value is reported where it was written."""
-    from .config import _expected
-
-    validators = _section_validators()
+    if spec["keras_backend"] not in ("tensorflow", "jax"):  # the schema's enum
+        _fail(plan, path, "one of tensorflow, jax for `keras_backend`", spec["keras_backend"])
     parts = {
         ("model",): spec["model"],
         ("optimizer",): spec["optimizer"],
@@ -310,9 +395,21 @@ def _check_spec(plan: Plan, spec: dict, path: list) -> None:
         ("data", "scaler"): spec["data"]["scaler"],
     }
     for where, value in parts.items():
-        for err in validators[where[-1]].iter_errors(copy.deepcopy(value)):
-            spec_path = format_path([*where, *err.absolute_path])
-            _fail(plan, path, f"{_expected(err)} for `{spec_path}`", err.instance)
+        for err_path, expected, received in _section_errors(where[-1], canonical_json(value)):
+            _fail(plan, path, f"{expected} for `{format_path([*where, *err_path])}`", received)
+
+
+@functools.lru_cache(maxsize=4096)
+def _section_errors(section: str, value_json: str) -> tuple:
+    """Schema errors of one spec section, as (path, expected, received); cached by content.
+
+    Variants of a study share most sections (a learning-rate grid changes only `optimizer`),
+    so validating each distinct section once keeps planning 10,000 experiments fast.
+    """
+    from .config import _expected
+
+    errors = _section_validators()[section].iter_errors(json.loads(value_json))
+    return tuple((tuple(e.absolute_path), _expected(e), e.instance) for e in errors)
 
 
 def _check_data(plan: Plan, name: str, ds: dict) -> None:
@@ -333,6 +430,13 @@ def _check_data(plan: Plan, name: str, ds: dict) -> None:
             f"a fraction: {ds['source']} has no canonical test split",
             test,
         )
+    if "target_by" in ds["scaler"] and TASKS[ds["source"]] == "classification":
+        _fail(
+            plan,
+            ["datasets", name, "scaler", "target_by"],
+            f"no target scaling: {ds['source']} is a classification dataset (labels are classes)",
+            ds["scaler"]["target_by"],
+        )
     if val == "test" and split["validation_rows"] == "head":
         _fail(plan, where + ["validation_rows"], "random when validation is 'test'", "head")
 
@@ -341,6 +445,8 @@ class _Builder:
     def __init__(self, plan: Plan):
         self.plan = plan
         self.config = plan.config
+        self.lr_tests: dict[str, LRRange] = {}  # lr_range study name -> its test
+        self.lr_by_baseline: dict[str, dict] = {}  # baseline -> {test id: study name}
 
     def experiment(self, spec: dict, dataset: str) -> Experiment:
         exp_id = short_hash(spec)
@@ -350,7 +456,7 @@ class _Builder:
         return self.plan.experiments[exp_id]
 
     def apply(self, base: dict, overrides: dict, path: list) -> dict:
-        spec = copy.deepcopy(base)
+        spec = json.loads(json.dumps(base))  # a deep copy of plain data, several times faster
         for key, value in overrides.items():
             try:
                 get_path(spec, key)
@@ -368,8 +474,8 @@ class _Builder:
             set_path(spec, key, value)
         return _normalise(spec)
 
-    def study(self, name: str, cfg: dict, taken: set) -> Study:
-        path = ["studies", name]
+    def reference(self, cfg: dict, path: list) -> tuple[dict, str]:
+        """The study's reference spec (its baseline with `set` applied) and dataset name."""
         if cfg["baseline"] not in self.config["baselines"]:
             _fail(
                 self.plan,
@@ -380,10 +486,16 @@ class _Builder:
         base, dataset = resolve_baseline(self.config, cfg["baseline"])
         reference = self.apply(base, cfg["set"], path + ["set"])
         _check_spec(self.plan, reference, path + ["set"])
+        return reference, dataset
+
+    def study(self, name: str, cfg: dict, taken: set) -> Study:
+        path = ["studies", name]
+        reference, dataset = self.reference(cfg, path)
         kind = cfg["kind"]
+        _check_kind_keys(self.plan, cfg, path)
         variants: list[tuple[str, dict, list]] = []  # label, overrides, config path
-        if kind == "ofat":
-            if cfg["grid"]:
+        if kind in ("ofat", "cv"):  # a cv study takes candidates in every form
+            if kind == "ofat" and cfg["grid"]:
                 _fail(self.plan, path + ["grid"], "no grid in an ofat study (use factors)", "grid")
             for key, values in cfg["factors"].items():
                 short = key.rsplit(".", 1)[-1]
@@ -392,11 +504,11 @@ class _Builder:
                     variants.append((label, {key: value}, path + ["factors", key, i]))
             for i, v in enumerate(cfg["variants"]):
                 variants.append((v["label"], v["set"], path + ["variants", i, "set"]))
-            if not variants:
+            if kind == "ofat" and not variants:
                 _fail(self.plan, path, "at least one entry in factors or variants", {})
-        else:
-            if not cfg["grid"]:
-                _fail(self.plan, path + ["grid"], "a mapping of dotted paths to value lists", {})
+        if kind == "grid" and not cfg["grid"]:
+            _fail(self.plan, path + ["grid"], "a mapping of dotted paths to value lists", {})
+        if kind in ("grid", "cv") and cfg["grid"]:
             keys = list(cfg["grid"])
             for combo in itertools.product(*(cfg["grid"][k] for k in keys)):
                 label = ", ".join(
@@ -416,7 +528,11 @@ class _Builder:
             baseline=cfg["baseline"],
             task=reference["data"]["task"],
             varied=varied,
+            cv=cfg.get("cv"),
+            lr_range=self.lr_tests[name].id if kind == "lr_range" else None,
         )
+        if kind == "lr_range":  # one test, no training runs
+            return study
         repeats = cfg.get("repeats", self.config["repeats"])
         seen: dict[str, str] = {}
         labels: set[str] = set()
@@ -425,7 +541,7 @@ class _Builder:
             spec = self.apply(reference, overrides, where if overrides else path)
             if overrides:
                 _check_spec(self.plan, spec, where)
-            exp = self.experiment(spec, dataset)
+            exp = self.experiment(self.resolve_lr(spec, where), dataset)
             if exp.id in seen:  # same spec twice in one study: keep the first label
                 continue
             if label in labels:
@@ -436,14 +552,92 @@ class _Builder:
             study.variants.append(
                 Variant(label, exp.id, values, is_reference=with_reference and not overrides)
             )
-            study.runs[label] = [self.run(exp, r) for r in range(repeats)]
+            if kind == "cv":  # one run per fold; the winner's refit (r0) is planned by the graph
+                names = [f"f{i}of{cfg['cv']}" for i in range(cfg["cv"])]
+            else:
+                names = [f"r{r}" for r in range(repeats)]
+            study.runs[label] = [self.run(exp, n) for n in names]
+        if kind == "cv" and len(study.variants) < 2:
+            _fail(
+                self.plan,
+                path,
+                "at least 2 distinct candidates in a cv study (from reference, factors, "
+                "variants and grid)",
+                [v.label for v in study.variants],
+            )
         return study
 
-    def run(self, exp: Experiment, repeat: int) -> Run:
-        seed = derive_seed(exp.spec["training"]["seed"], "repeat", repeat)
-        run = Run(exp.id, f"r{repeat}", repeat, seed)
+    def run(self, exp: Experiment, name: str) -> Run:
+        run = make_run(exp, name)
         self.plan.runs.setdefault(run.key, run)
         return run
+
+    def lr_range_test(self, name: str, cfg: dict) -> LRRange:
+        """The learning-rate range test of an lr_range study: its reference without a learning rate."""
+        path = ["studies", name]
+        reference, dataset = self.reference(cfg, path)
+        _check_kind_keys(self.plan, cfg, path)
+        settings = cfg["lr_range"]  # filled with the schema's defaults
+        if not settings["min_lr"] < settings["max_lr"]:
+            _fail(
+                self.plan,
+                path + ["lr_range", "max_lr"],
+                f"a number > min_lr ({settings['min_lr']})",
+                settings["max_lr"],
+            )
+        spec = {
+            "kind": "lr_range",
+            "data": reference["data"],
+            "model": reference["model"],
+            "optimizer": {k: v for k, v in reference["optimizer"].items() if k != "learning_rate"},
+            "training": {k: reference["training"][k] for k in ("batch_size", "shuffle", "seed")},
+            "keras_backend": reference["keras_backend"],
+            "lr_range": {
+                k: (v if isinstance(v, str | bool) or k == "iterations" else float(v))
+                for k, v in settings.items()
+            },
+            "version": TRAINING_VERSION,
+        }
+        test = LRRange(short_hash(spec), spec, dataset, cfg["baseline"])
+        self.plan.lr_ranges.setdefault(test.id, test)
+        self.plan.preps.setdefault(test.prep_id, (dataset, spec["data"]))
+        self.lr_tests[name] = test
+        self.lr_by_baseline.setdefault(cfg["baseline"], {}).setdefault(test.id, name)
+        return test
+
+    def resolve_lr(self, spec: dict, path: list) -> dict:
+        """Name the test behind `lr_range:<baseline>`, so the experiment id changes with it."""
+        lr = spec["optimizer"]["learning_rate"]
+        if not isinstance(lr, str) or "@" in lr:
+            return spec
+        baseline = lr.split(":", 1)[1]
+        tests = self.lr_by_baseline.get(baseline, {})
+        if len(tests) != 1:
+            found = "studies " + ", ".join(tests.values()) if tests else "none"
+            _fail(
+                self.plan,
+                path,
+                f"exactly one study of kind lr_range with baseline `{baseline}` to take "
+                f"optimizer.learning_rate from (found {found})",
+                lr,
+            )
+        spec["optimizer"]["learning_rate"] = f"{lr}@{next(iter(tests))}"
+        return spec
+
+
+def _check_kind_keys(plan: Plan, cfg: dict, path: list) -> None:
+    """Keys that belong to one study kind only."""
+    kind = cfg["kind"]
+    if "cv" in cfg and kind != "cv":
+        _fail(plan, path + ["cv"], "`cv` only in a study of kind cv", cfg["cv"])
+    if "lr_range" in cfg and kind != "lr_range":
+        _fail(plan, path + ["lr_range"], "`lr_range` only in a study of kind lr_range", kind)
+    if kind == "cv" and "repeats" in cfg:
+        _fail(plan, path + ["repeats"], "no repeats in a cv study (one run per fold)", "repeats")
+    if kind == "lr_range":
+        for key in ("factors", "variants", "grid", "reference", "repeats"):
+            if cfg.get(key):
+                _fail(plan, path + [key], "no candidates in an lr_range study (set only)", key)
 
 
 def _safe_get(spec: dict, path: str) -> Any:
@@ -467,6 +661,9 @@ def make_plan(config: dict, files: list | tuple = ()) -> Plan:
     for name, ds in config["datasets"].items():
         _check_data(plan, name, ds)
     builder = _Builder(plan)
+    for name, cfg in config["studies"].items():  # first: other studies may take their suggestion
+        if cfg["kind"] == "lr_range":
+            builder.lr_range_test(str(name), cfg)
     taken: set[str] = set()
     for name, cfg in config["studies"].items():
         study = builder.study(str(name), cfg, taken)

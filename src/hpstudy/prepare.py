@@ -7,6 +7,7 @@ leaks into training. The result is one `.npz` without pickled objects.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +124,8 @@ def prepare(canonical: dict, data: dict) -> dict:
         if data["task"] == "classification":
             out[f"y_{part}"] = y.reshape(-1).astype(np.int64)
         else:
-            out[f"y_{part}"] = y.reshape(len(y), -1).astype(np.float32)
+            by = data["scaler"].get("target_by", 1.0)  # e.g. dollars -> $100,000 (seed 003)
+            out[f"y_{part}"] = (y.reshape(len(y), -1) / by).astype(np.float32)
     out["scaler_shift"] = params["shift"].astype(np.float32)
     out["scaler_scale"] = params["scale"].astype(np.float32)
     return out
@@ -153,7 +155,7 @@ def load(path: str | Path) -> tuple[dict, dict]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise RuntimeError(
             f"Prepared data {path} is unreadable ({exc}). Expected a complete .npz written by the "
             "prepare job: delete it and run snakemake again to rebuild it."

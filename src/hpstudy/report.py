@@ -11,26 +11,34 @@ import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import quote
 
 import jinja2
 import pandas as pd
 
-from .analysis import metric_of
+from .analysis import GREATER_IS_BETTER, metric_of
 from .figures import colours
 from .io import atomic_write_text
+from .observations import RULES
 
 TEMPLATES = Path(__file__).parent / "templates"
 
 
 def image_uri(path: str | Path) -> str:
-    """A data: URI for an SVG or PNG file, so the report needs no file beside it."""
+    """A data: URI for an SVG or PNG file, so the report needs no file beside it.
+
+    SVG is percent-encoded rather than base64: a few escapes cost less than base64's third.
+    Colons are escaped too, so not even the SVG namespace reads as a URL in the HTML.
+    """
     path = Path(path)
-    mime = "image/svg+xml" if path.suffix == ".svg" else "image/png"
-    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
+    if path.suffix == ".svg":
+        return "data:image/svg+xml," + quote(path.read_text(), safe=" =/;,.-_()!*+@~?[]{}$")
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
 def fmt(value, digits: int = 4) -> str:
-    """Numbers for tables: 4 significant digits, blanks for missing values."""
+    """Numbers for tables: `digits` significant digits (no exponent below a million), a dash
+    for missing values."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     if isinstance(value, bool):
@@ -38,6 +46,8 @@ def fmt(value, digits: int = 4) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
+        if 10**digits <= abs(value) < 1e6:
+            return f"{value:.0f}"
         return f"{value:.{digits}g}"
     return str(value)
 
@@ -48,14 +58,30 @@ def pm(mean, std, runs: int) -> str:
     return fmt(mean)
 
 
+PACKAGES = ("tensorflow", "keras", "snakemake", "scikit-learn", "numpy", "pandas", "matplotlib")
+
+
 def versions() -> dict:
+    """Versions installed where the report is built, read without importing TensorFlow."""
     out = {"python": platform.python_version()}
-    for pkg in ("tensorflow-cpu", "tensorflow", "keras", "snakemake", "scikit-learn", "numpy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            continue
+    for pkg in PACKAGES:
+        for dist in (pkg, f"{pkg}-cpu") if pkg == "tensorflow" else (pkg,):
+            try:
+                out[pkg] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
     return out
+
+
+def distinct(values: pd.Series) -> str:
+    """'3.11.7', or '2.21.0 (20 runs), 2.20.0 (3 runs)' when the runs disagree."""
+    counts = values.dropna().astype(str).value_counts()
+    if counts.empty:
+        return "–"
+    if len(counts) == 1:
+        return counts.index[0]
+    return ", ".join(f"{v} ({n} runs)" for v, n in counts.items())
 
 
 def git_commit(repo: str | Path = ".") -> str | None:
@@ -74,7 +100,22 @@ def git_commit(repo: str | Path = ".") -> str | None:
     return sha.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
-def study_section(study: dict, summary_csv, runs_csv, figure) -> dict:
+def _delta(rec: dict, metric: str) -> tuple[str, str]:
+    """The difference from the reference, formatted, and 'better'/'worse' for its colour."""
+    delta = rec.get("delta_vs_reference")
+    if rec["is_reference"]:
+        return "", ""
+    if delta is None or not math.isfinite(delta):
+        return ("no score (diverged)", "worse") if rec.get("diverged") else ("", "")
+    better = delta > 0 if GREATER_IS_BETTER[metric] else delta < 0
+    return f"{delta:+.3g}", ("better" if better else "worse") if delta else ""
+
+
+def _finite(value) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def study_section(study: dict, summary_csv, runs_csv, figure, observations_csv=None) -> dict:
     """Everything the template shows for one study, with numbers already formatted."""
     metric = metric_of(study["task"])
     summary = pd.read_csv(summary_csv)
@@ -83,6 +124,7 @@ def study_section(study: dict, summary_csv, runs_csv, figure) -> dict:
     rows = []
     for rec in summary.to_dict("records"):
         n = int(rec["runs"])
+        delta, verdict = _delta(rec, metric)
         rows.append(
             {
                 "label": rec["variant"],
@@ -93,29 +135,115 @@ def study_section(study: dict, summary_csv, runs_csv, figure) -> dict:
                 "cells": [fmt(rec.get(p)) for p in study["varied"]],
                 "best_val": pm(rec[f"best_val_{metric}_mean"], rec[f"best_val_{metric}_std"], n),
                 "best_epoch": fmt(rec["best_epoch_mean"], 3),
-                "gap": fmt(rec["final_train_val_gap_mean"]),
+                "gap": fmt(rec["final_train_val_gap_mean"], 3),
                 "test": pm(rec[f"test_{metric}_mean"], rec[f"test_{metric}_std"], n),
-                "delta": ""
-                if rec["is_reference"]
-                else f"{rec['delta_vs_reference']:+.4g}"
-                if math.isfinite(rec["delta_vs_reference"])
-                else "–",
-                "sec_per_epoch": fmt(rec["seconds_per_epoch"], 3),
-                "params": fmt(int(rec["params"])),
+                "delta": delta,
+                "verdict": verdict,
+                "score": _finite(rec.get("delta_vs_reference"))
+                if not rec["is_reference"]
+                else None,
+                "sec_per_epoch": fmt(rec["seconds_per_epoch"], 2),
+                "params": f"{int(rec['params']):,}",
                 "diverged": int(rec["diverged"]),
                 "runs": n,
             }
         )
+    notes = []
+    if observations_csv is not None:
+        for rec in pd.read_csv(observations_csv, keep_default_na=False).to_dict("records"):
+            rec["colour"] = palette.get(rec["variant"], "#888")
+            notes.append(rec)
     return {
         "study": study,
         "metric": metric,
+        "better": "higher" if GREATER_IS_BETTER[metric] else "lower",
         "rows": rows,
         "figure": image_uri(figure),
         "n_runs": len(runs),
+        "runs": runs,
+        "observations": notes,
+        "has_observations": observations_csv is not None,
         "diverged": runs[runs["status"] == "diverged"][
             ["variant", "run", "diverged_epoch"]
         ].to_dict("records"),
     }
+
+
+def overview_rows(sections: list[dict]) -> list[dict]:
+    """One row per study: the baseline's score, the best and worst variant and their Δ."""
+    out = []
+    for s in sections:
+        rows = s["rows"]
+        ref = next((r for r in rows if r["reference"]), None)
+        scored = [r for r in rows if not r["reference"] and r["score"] is not None]
+        ordered = sorted(scored, key=lambda r: r["score"], reverse=s["better"] == "higher")
+        # a variant whose every run diverged has no score: it is the worst
+        ordered += [r for r in rows if not r["reference"] and r["score"] is None and r["delta"]]
+        out.append(
+            {
+                "slug": s["study"]["slug"],
+                "title": s["study"]["title"],
+                "metric": s["metric"],
+                "better": s["better"],
+                "reference": ref,
+                "best": ordered[0] if ordered else None,
+                "worst": ordered[-1] if len(ordered) > 1 else None,
+                "variants": len(rows),
+                "runs": s["n_runs"],
+                "diverged": sum(r["diverged"] for r in rows),
+                "observations": len(s["observations"]),
+            }
+        )
+    return out
+
+
+def run_table(sections: list[dict]) -> tuple[list[dict], float]:
+    """Every run once (a run shared by several studies counts once), and the total wall time."""
+    seen: dict[tuple, dict] = {}
+    for s in sections:
+        for rec in s["runs"].to_dict("records"):
+            key = (rec["experiment"], rec["run"])
+            if key in seen:
+                seen[key]["studies"].append(s["study"]["title"])
+                continue
+            seen[key] = {
+                "experiment": rec["experiment"],
+                "run": rec["run"],
+                "variant": rec["variant"],
+                "studies": [s["study"]["title"]],
+                "host": rec.get("host") or "–",
+                "device": rec.get("device") or "–",
+                "status": rec["status"],
+                "epochs": fmt(rec["epochs_run"]),
+                "wall": float(rec["wall_seconds"]),
+                "sec_per_epoch": fmt(rec["seconds_per_epoch"], 3),
+            }
+    runs = sorted(seen.values(), key=lambda r: (r["experiment"], r["run"]))
+    return runs, sum(r["wall"] for r in runs)
+
+
+def training_versions(sections: list[dict]) -> dict:
+    """Versions recorded by the training jobs themselves (metrics.json `host`), per package."""
+    frames = [s["runs"] for s in sections if len(s["runs"])]
+    if not frames:
+        return {}
+    runs = pd.concat(frames).drop_duplicates(["experiment", "run"])
+    return {
+        col: distinct(runs[col])
+        for col in ("python", "tensorflow", "keras", "keras_backend")
+        if col in runs
+    }
+
+
+def duration(seconds: float) -> str:
+    """1 h 02 min, 3 min 05 s, 12.3 s."""
+    if not math.isfinite(seconds):
+        return "–"
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+    if seconds >= 60:
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    return f"{seconds:.1f} s"
 
 
 def render(
@@ -123,48 +251,137 @@ def render(
     sections: list[dict],
     config_files: dict[str, str],
     experiments: dict[str, dict],
-    compute_seconds: float,
     workdir: str | Path = ".",
+    overview_figure: str | None = None,
+    **extra,
 ) -> str:
+    """The report's HTML. `extra` goes to the template as is (for the CV and LR range views)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
     template = env.get_template("report.html.j2")
+    runs, compute = run_table(sections)
+    extra.setdefault("lr_ranges", [])
     return template.render(
         title=title,
         sections=sections,
+        overview=overview_rows(sections),
+        overview_figure=overview_figure,
+        rules=RULES,
         config_files=config_files,
         experiments={k: json.dumps(v, indent=2, sort_keys=True) for k, v in experiments.items()},
         versions=versions(),
+        training_versions=training_versions(sections),
         commit=git_commit(workdir),
         host=platform.node(),
         generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        compute_seconds=fmt(compute_seconds, 4),
+        runs=runs,
+        compute=duration(compute),
+        duration=duration,
+        **extra,
     )
 
 
 def build_report(params: dict, inputs: dict, output: str | Path) -> None:
-    """Gather every study's tables and figure into `output` (written atomically).
+    """Gather every study's tables, figure and observations into `output` (written atomically).
 
     params: {"title", "studies": [study description], "config_files": {name: text},
-    "experiments": {id: spec}}; inputs: {"summary": [...], "runs": [...], "figure": [...]},
-    aligned with params["studies"].
+    "experiments": {id: spec}}; inputs: {"summary": [...], "runs": [...], "figure": [...],
+    "observations": [...]} aligned with params["studies"], and "overview" (the effects figure).
     """
-    sections = []
-    wall: dict[tuple, float] = {}  # a run shared by several studies counts once
-    for study, summary, runs, figure in zip(
-        params["studies"], inputs["summary"], inputs["runs"], inputs["figure"]
-    ):
-        sections.append(study_section(study, summary, runs, figure))
-        for rec in pd.read_csv(runs).to_dict("records"):
-            wall[(rec["experiment"], rec["run"])] = float(rec["wall_seconds"])
+    observations = inputs.get("observations") or [None] * len(params["studies"])
+    sections = [
+        study_section(study, summary, runs, figure, notes)
+        for study, summary, runs, figure, notes in zip(
+            params["studies"], inputs["summary"], inputs["runs"], inputs["figure"], observations
+        )
+    ]
+    add_cv_views(sections, inputs.get("cv_ranking", []))
+    overview = inputs.get("overview")
     html = render(
         params["title"],
         sections,
         params["config_files"],
         params["experiments"],
-        sum(wall.values()),
+        overview_figure=image_uri(overview) if overview else None,
+        lr_ranges=lr_range_views(params.get("lr_ranges", []), inputs),
     )
     atomic_write_text(output, html)
+
+
+# Cross-validation and learning-rate range test views (templates _cv.html.j2, _lr_range.html.j2)
+
+
+def add_cv_views(sections: list[dict], rankings: list) -> None:
+    """Give each cv study's section its `cv` view, from its cv_ranking.csv and runs.csv."""
+    by_slug = {Path(path).parent.name: Path(path) for path in rankings}
+    for section in sections:
+        path = by_slug.get(section["study"]["slug"])
+        if path is not None:
+            section["cv"] = cv_view(section["study"], path, path.parent / "runs.csv")
+
+
+def cv_view(study: dict, ranking_csv, runs_csv) -> dict:
+    """The ranked candidates (mean ± std and every fold's score) and the refit's test result."""
+    metric = metric_of(study["task"])
+    k = int(study["cv"])
+    rows = [
+        {
+            "rank": int(rec["rank"]),
+            "label": rec["candidate"],
+            "experiment": rec["experiment"],
+            "cells": [fmt(rec.get(p)) for p in study["varied"]],
+            "score": pm(rec[f"val_{metric}_mean"], rec[f"val_{metric}_std"], k),
+            "folds": [fmt(rec[f"fold_{i}_val_{metric}"]) for i in range(k)],
+            "diverged": int(rec["diverged_folds"]),
+            "winner": bool(rec["is_winner"]),
+        }
+        for rec in pd.read_csv(ranking_csv).to_dict("records")
+    ]
+    runs = pd.read_csv(runs_csv)
+    refit = runs[runs["is_refit"].astype(bool)].to_dict("records")
+    view = {"metric": metric, "k": k, "rows": rows, "refit": None}
+    if refit:
+        rec = refit[0]
+        view["refit"] = {
+            "label": rec["variant"],
+            "experiment": rec["experiment"],
+            "run": rec["run"],
+            "status": rec["status"],
+            "final_val": fmt(rec.get(f"final_val_{metric}")),
+            "test": fmt(rec.get(f"test_{metric}")),
+            "test_loss": fmt(rec.get("test_loss")),
+        }
+    return view
+
+
+def lr_range_views(tests: list[dict], inputs: dict) -> list[dict]:
+    """One view per lr_range study: its figure inlined, the suggestion, and who uses it."""
+    views = []
+    for test, suggestion, figure in zip(
+        tests, inputs.get("lr_range_suggestion", []), inputs.get("lr_range_figure", [])
+    ):
+        s = json.loads(Path(suggestion).read_text())
+        rule = "steepest descent of the smoothed loss"
+        if s["rule"] == "min_loss_over_10" or s["fallback"]:
+            rule = "lr at the minimum of the smoothed loss / 10"
+            rule += " (fallback: no descent before the minimum)" if s["fallback"] else ""
+        views.append(
+            {
+                "study": test,
+                "figure": image_uri(figure),
+                "suggested": fmt(s["suggested_lr"], 3),
+                "rule": rule,
+                "steepest": fmt(s["steepest_lr"], 3),
+                "min_loss_lr": fmt(s["min_loss_lr"], 3),
+                "range": f"{fmt(s['min_lr'], 3)} to {fmt(s['max_lr'], 3)}",
+                "iterations": f"{s['iterations_run']} of {s['iterations_planned']}",
+                "stopped": s["stop_reason"] or "no: every planned batch ran",
+                "batch_size": s["batch_size"],
+                "used_by": test["used_by"],
+                "spec": json.dumps(test["spec"], indent=2, sort_keys=True),
+            }
+        )
+    return views

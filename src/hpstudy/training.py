@@ -13,12 +13,13 @@ import shutil
 import socket
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from . import TRAINING_VERSION, models, prepare
+from . import TRAINING_VERSION, cv, lr_range, models, prepare
 from .io import atomic_path, atomic_write_text
 
 HISTORY_METRICS = {
@@ -57,61 +58,69 @@ def write_timing(path, seconds: list[float]) -> None:
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def _seed_generators(model: keras.Model) -> list:
-    """The random-generator states of the model's layers (Dropout), in a stable order."""
-    states = []
-    for layer in model._flatten_layers(include_self=False):
-        gen = getattr(layer, "seed_generator", None)
-        if gen is not None:
-            states.append(gen.state)
-    return states
-
-
 class Checkpoint(keras.callbacks.Callback):
     """Epoch-end backup of everything a resumed run needs to continue exactly where it stopped.
 
     Unlike Keras' BackupAndRestore it also keeps the recorded history and the layers'
-    random-generator state (Dropout), and every file is replaced atomically: weights are written
-    under a new name first, then the small state file that points to them.
+    random-generator states (Dropout), which `model.variables` holds but `save_weights` skips.
+    One `.npz` (no pickle), replaced atomically: a kill at any point leaves the previous epoch's
+    complete backup or the new one. Plain numpy is 7-10x cheaper than an h5 weights file.
     """
 
     def __init__(self, backup_dir: Path, recorder: Recorder):
         super().__init__()
         self.dir = Path(backup_dir)
         self.recorder = recorder
-        self.state_path = self.dir / "state.json"
+        self.state_path = self.dir / "state.npz"
+
+    def _variables(self) -> list:
+        """Weights, Dropout seed states, optimizer slots and step count, in a stable order."""
+        if not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        return [*self.model.variables, *self.model.optimizer.variables]
 
     def restore(self) -> int:
         """Load a previous backup into the (built, compiled) model; return the epoch to resume at."""
         if not self.state_path.exists():
             return 0
-        state = json.loads(self.state_path.read_text())
-        if not self.model.optimizer.built:
-            self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(self.dir / state["weights"])
-        for var, value in zip(_seed_generators(self.model), state["seed_states"]):
-            var.assign(np.asarray(value, dtype=var.dtype))
-        self.recorder.rows = state["rows"]
-        self.recorder.seconds = state["seconds"]
-        print(f"Resuming from the backup at epoch {state['epoch']} ({self.dir})", flush=True)
-        return int(state["epoch"])
+        variables = self._variables()
+        try:
+            with np.load(self.state_path, allow_pickle=False) as npz:
+                meta = json.loads(npz["meta"].tobytes().decode())
+                values = [npz[f"v{i}"] for i in range(len(variables))]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            print(f"Ignoring unreadable backup {self.state_path} ({exc}): starting over")
+            return 0
+        # Shapes, not names: Keras numbers the names of a second model built in one process.
+        if meta["variables"] != len(variables) or any(
+            tuple(value.shape) != tuple(var.shape) for var, value in zip(variables, values)
+        ):
+            print(f"Ignoring backup {self.state_path} of another model: starting over", flush=True)
+            return 0
+        for var, value in zip(variables, values):
+            var.assign(value)
+        self.recorder.rows = meta["rows"]
+        self.recorder.seconds = meta["seconds"]
+        print(f"Resuming from the backup at epoch {meta['epoch']} ({self.dir})", flush=True)
+        return int(meta["epoch"])
 
     def on_epoch_end(self, epoch, logs=None):
-        self.dir.mkdir(parents=True, exist_ok=True)
-        weights = f"epoch-{epoch + 1}.weights.h5"
-        with atomic_path(self.dir / weights, suffix=".weights.h5") as tmp:
-            self.model.save_weights(tmp)
-        state = {
+        variables = self._variables()
+        meta = {
             "epoch": epoch + 1,
-            "weights": weights,
             "rows": self.recorder.rows,
             "seconds": self.recorder.seconds,
-            "seed_states": [np.asarray(v.numpy()).tolist() for v in _seed_generators(self.model)],
+            "variables": len(variables),
         }
-        atomic_write_text(self.state_path, json.dumps(state))
-        for old in self.dir.glob("epoch-*.weights.h5"):
-            if old.name != weights:
-                old.unlink(missing_ok=True)
+        arrays = {f"v{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(variables)}
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        with atomic_path(self.state_path, suffix=".npz") as tmp:
+            np.savez(tmp, **arrays)
+
+    def remove(self) -> None:
+        """Drop the backup once the run's outputs are complete (the state file goes first)."""
+        self.state_path.unlink(missing_ok=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Recorder(keras.callbacks.Callback):
@@ -127,20 +136,30 @@ class Recorder(keras.callbacks.Callback):
         self.rows: list[dict] = []
         self.seconds: list[float] = []
         self.diverged_epoch: int | None = None
+        self.train_began: float | None = None  # time.time() when fit() starts its first epoch
         self._start = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        if self.train_began is None:
+            self.train_began = time.time()
+            self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
-        self.seconds.append(time.perf_counter() - self._start)
+        now = time.perf_counter()
+        self.seconds.append(now - self._start)
+        # Epoch ends to epoch ends: an epoch's time includes the previous epoch's backup.
+        self._start = now
         row = {"epoch": epoch + 1}
         for name in HISTORY_METRICS[self.task]:
             row[name] = float(logs.get(name, float("nan")))
             row[f"val_{name}"] = float(logs.get(f"val_{name}", float("nan")))
         row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         self.rows.append(row)
+        # The progress line (tail -f train.log), in place of Keras' logger and its per-batch hooks.
+        values = " - ".join(f"{k}: {v:.4g}" for k, v in row.items() if k != "epoch")
+        total = (self.params or {}).get("epochs", "?")
+        print(f"Epoch {epoch + 1}/{total} - {self.seconds[-1]:.3f} s - {values}", flush=True)
         if not (math.isfinite(row["loss"]) and math.isfinite(row["val_loss"])):
             self.diverged_epoch = epoch + 1
             self.model.stop_training = True
@@ -165,18 +184,123 @@ def summarise(rows: list[dict], task: str) -> dict:
     }
 
 
-def host_facts(device: str) -> dict:
-    import tensorflow as tf
+def load_model(path: str | Path) -> keras.Model:
+    """Load a run's `model.keras`. The one loader to use: safe_mode=True refuses a file that would
+    run code while loading (a Lambda layer's serialised bytecode)."""
+    return keras.saving.load_model(path, safe_mode=True)
 
+
+def process_started() -> float:
+    """When this process started (time.time() scale), as the operating system recorded it."""
+    import psutil  # a dependency of Snakemake
+
+    return psutil.Process().create_time()
+
+
+def _version(metadata, dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def host_facts(device: str) -> dict:
+    from importlib import metadata
+
+    # The installed version, without importing TensorFlow into a run on another backend.
+    tf_version = _version(metadata, "tensorflow") or _version(metadata, "tensorflow-cpu")
     return {
         "host": socket.gethostname(),
         "device": device,
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "python": sys.version.split()[0],
-        "tensorflow": tf.__version__,
+        "tensorflow": tf_version,
+        "jax": _version(metadata, "jax"),
         "keras": keras.__version__,
         "keras_backend": keras.backend.backend(),
+        "compute_devices": _compute_devices(),
+    }
+
+
+def _compute_devices() -> list[str]:
+    """The devices the backend actually computes on (a CPU-only build ignores visible GPUs)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return [d.name for d in tf.config.list_logical_devices() if d.device_type in ("CPU", "GPU")]
+    if backend == "jax":
+        import jax
+
+        return [str(d) for d in jax.devices()]
+    return [backend]
+
+
+def tensorboard_callbacks(run_dir: Path, enabled: bool) -> list:
+    """Keras' TensorBoard callback writing to `run_dir`/tensorboard, when `enabled`."""
+    if not enabled:
+        return []
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise RuntimeError(
+            "Expected the `tensorboard` package, since `logging.tensorboard` is true in the "
+            "config. Received: it is not installed. Install it with `pip install tensorboard` "
+            "(or `pip install -e '.[tensorboard]'`), or set `logging.tensorboard: false`."
+        )
+    # Epoch-level scalars and the graph; no profiling, which would slow every run down.
+    return [keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), profile_batch=0)]
+
+
+def execution_steps(requested: int, steps_per_epoch: int) -> int:
+    """The largest divisor of `steps_per_epoch` not above `requested` (steps_per_execution).
+
+    With one input pipeline for the whole fit, a call into the compiled loop that ran past the
+    epoch's last batch would take the next epoch's batches.
+    """
+    return max(d for d in range(1, min(requested, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
+
+
+def fit_data(model: keras.Model, arrays: dict, training: dict, seed: int, initial_epoch: int):
+    """The data arguments of `model.fit` for this backend.
+
+    On TensorFlow, Keras turns numpy arrays into a new parallel tf.data pipeline every epoch, and
+    for small data sets that costs more than the epoch's arithmetic (benchmarks/RESULTS.md). So
+    one pipeline feeds the whole fit instead, each epoch's order depends only on (seed, epoch):
+    a resumed run sees the same batches as an uninterrupted one. Other backends get the arrays.
+    Also rounds the model's steps_per_execution down to a divisor of the steps per epoch.
+    """
+    x, y = arrays["x_train"], arrays["y_train"]
+    batch = training["batch_size"]
+    n, steps = len(x), math.ceil(len(x) / batch)
+    model.steps_per_execution = execution_steps(model.steps_per_execution, steps)
+    if keras.backend.backend() != "tensorflow":
+        return {
+            "x": x,
+            "y": y,
+            "batch_size": batch,
+            "shuffle": training["shuffle"],
+            "validation_data": (arrays["x_val"], arrays["y_val"]),
+        }
+    import tensorflow as tf
+
+    x_all, y_all = tf.constant(x), tf.constant(y)
+
+    def epoch_batches(epoch):
+        order = tf.range(n, dtype=tf.int64)
+        if training["shuffle"]:
+            order = tf.random.experimental.stateless_shuffle(
+                order, seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+            )
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch)
+
+    batches = tf.data.Dataset.range(initial_epoch, training["epochs"]).flat_map(epoch_batches)
+    val = tf.data.Dataset.from_tensor_slices((arrays["x_val"], arrays["y_val"])).batch(batch)
+    return {
+        "x": batches.map(lambda i: (tf.gather(x_all, i), tf.gather(y_all, i))),
+        "steps_per_epoch": steps,
+        "validation_data": val,
     }
 
 
@@ -188,15 +312,25 @@ def train_run(
     run: str,
     experiment: str,
     device: str = "CPU",
+    fold: tuple[int, int] | None = None,
+    lr_suggestion: str | Path | None = None,
+    tensorboard: bool = False,
 ) -> dict:
     """Train the run described by `spec` and write `out[history|timing|metrics|model]`.
 
     `out` maps output names to paths. The backup directory sits beside them and is removed once
     the run has finished; a killed run resumes from it. Returns the metrics dict.
+    `fold` = (i, k) trains on the training split without fold i of k and validates on fold i
+    (`cv.fold_arrays`). `lr_suggestion` is the suggestion.json of the learning-rate range test
+    that a learning rate "lr_range:<baseline>@<id>" refers to. `tensorboard` also writes
+    TensorBoard logs to `<run dir>/tensorboard/` (results are the same either way).
     """
     started = time.time()
     task = spec["data"]["task"]
     arrays, info = prepare.load(data_path)
+    if fold is not None:
+        arrays = cv.fold_arrays(arrays, spec["data"], k=fold[1], fold=fold[0])
+    spec, lr_source = lr_range.resolve_learning_rate(spec, lr_suggestion)
     n_outputs = info["n_classes"] if task == "classification" else info["n_outputs"]
     keras.utils.set_random_seed(seed)
     model = models.build_model(spec["model"], info["input_shape"], n_outputs, task)
@@ -208,17 +342,15 @@ def train_run(
     checkpoint.set_model(model)
     initial_epoch = checkpoint.restore()
     training = spec["training"]
-    if initial_epoch < training["epochs"]:
+    # A run killed after it diverged has a backup ending in a non-finite epoch: it is finished.
+    restored_diverged = any(not math.isfinite(r["val_loss"] + r["loss"]) for r in recorder.rows)
+    if initial_epoch < training["epochs"] and not restored_diverged:
         model.fit(
-            arrays["x_train"],
-            arrays["y_train"],
-            batch_size=training["batch_size"],
+            **fit_data(model, arrays, training, seed, initial_epoch),
             epochs=training["epochs"],
             initial_epoch=initial_epoch,
-            validation_data=(arrays["x_val"], arrays["y_val"]),
-            shuffle=training["shuffle"],
-            callbacks=[recorder, checkpoint],
-            verbose=2,
+            callbacks=[recorder, checkpoint, *tensorboard_callbacks(run_dir, tensorboard)],
+            verbose=0,  # the Recorder prints one line per epoch
         )
     diverged = recorder.diverged_epoch
     if diverged is None:  # a resumed run that had diverged before being killed
@@ -226,13 +358,15 @@ def train_run(
             (r["epoch"] for r in recorder.rows if not math.isfinite(r["val_loss"] + r["loss"])),
             None,
         )
-    test = model.evaluate(
-        arrays["x_test"],
-        arrays["y_test"],
-        batch_size=max(256, training["batch_size"]),
-        verbose=0,
-        return_dict=True,
-    )
+    test = {}
+    if fold is None:  # a fold run only serves the selection: the test split is the refit's (r0)
+        test = model.evaluate(
+            arrays["x_test"],
+            arrays["y_test"],
+            batch_size=max(256, training["batch_size"]),
+            verbose=0,
+            return_dict=True,
+        )
     metrics = {
         "experiment": experiment,
         "run": run,
@@ -245,11 +379,24 @@ def train_run(
         "epochs_planned": training["epochs"],
         "params": int(model.count_params()),
         "training_version": TRAINING_VERSION,
+        "fold": None if fold is None else {"index": fold[0], "of": fold[1]},
+        "learning_rate": lr_source,
         **summarise(recorder.rows, task),
-        **{f"test_{k}": _number(v) for k, v in sorted(test.items())},
+        # A diverged model's test scores mean nothing (NaN weights still give an accuracy).
+        **{f"test_{k}": None if diverged else _number(v) for k, v in sorted(test.items())},
         # Facts about timing and the host: excluded from byte-for-byte comparisons.
         "timing": {
             "wall_seconds": round(time.time() - started, 3),
+            # From the start of the process (interpreter, imports, data, model) to the first
+            # epoch; None for a resumed run, whose start-up is not that of the whole run.
+            "startup_seconds": (
+                round(recorder.train_began - process_started(), 3)
+                if recorder.train_began and initial_epoch == 0
+                else None
+            ),
+            "first_epoch_seconds": (
+                round(recorder.seconds[0], 3) if recorder.seconds and initial_epoch == 0 else None
+            ),
             "fit_seconds": round(sum(recorder.seconds), 3),
             "seconds_per_epoch": round(sum(recorder.seconds) / max(1, len(recorder.seconds)), 6),
         },
@@ -260,5 +407,5 @@ def train_run(
     with atomic_path(out["model"], suffix=".keras") as tmp:
         model.save(tmp)
     atomic_write_text(out["metrics"], json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    shutil.rmtree(run_dir / "backup", ignore_errors=True)
+    checkpoint.remove()
     return metrics

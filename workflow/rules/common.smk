@@ -14,7 +14,8 @@ os.environ.update(
 )
 
 from hpstudy.config import ConfigError
-from hpstudy.plan import canonical_json, load_plan
+from hpstudy.datasets import raw_paths
+from hpstudy.plan import canonical_json, load_plan, lr_range_of
 
 try:
     PLAN = load_plan(list(workflow.configfiles), config)
@@ -27,7 +28,8 @@ FIG = PLAN.config["report"]["figure_format"]
 
 wildcard_constraints:
     exp="[0-9a-f]{10}",
-    run="r[0-9]+",
+    run="r[0-9]+|f[0-9]+of[0-9]+",
+    lrr="[0-9a-f]{10}",
     prep="[0-9a-f]{8}",
     dataset="[A-Za-z0-9_][A-Za-z0-9_-]*",
     source="[a-z0-9_]+",
@@ -43,6 +45,24 @@ def get_source_npz(wildcards):
     return f"resources/datasets/{PLAN.preps[wildcards.prep][1]['source']}.npz"
 
 
+def raw_files(source):
+    """The verified raw files of a source (none for the bundled ones), in its own directory."""
+    return [str(p) for p in raw_paths(source, f"resources/datasets/{source}")]
+
+
+def get_raw_files(wildcards):
+    return raw_files(wildcards.source)
+
+
+# Sources of the config's datasets that are fetched from the network (one download rule each).
+DOWNLOADS = sorted(
+    {ds["source"] for ds in PLAN.config["datasets"].values() if raw_files(ds["source"])}
+)
+# Where the download jobs fetch from (see data.smk for why this is not a param).
+if PLAN.config["data_mirror"]:
+    os.environ.update(HPSTUDY_DATA_MIRROR=PLAN.config["data_mirror"])
+
+
 def get_prep_json(wildcards):
     return canonical_json(PLAN.preps[wildcards.prep][1])
 
@@ -56,7 +76,11 @@ def get_spec_json(wildcards):
 
 
 def get_seed(wildcards):
-    return PLAN.runs[f"{wildcards.exp}/{wildcards.run}"].seed
+    return PLAN.find_run(wildcards.exp, wildcards.run).seed
+
+
+def get_tensorboard(wildcards):
+    return PLAN.config["logging"]["tensorboard"]
 
 
 def get_study_json(wildcards):
@@ -74,6 +98,12 @@ def report_inputs(name):
     return [f"results/studies/{slug}/{name}" for slug in PLAN.report_studies()]
 
 
+def get_overview_json(wildcards):
+    return canonical_json(
+        [PLAN.studies[slug].describe() for slug in PLAN.report_studies()]
+    )
+
+
 def get_report_json(wildcards):
     studies = [PLAN.studies[slug] for slug in PLAN.report_studies()]
     used = {v.experiment for s in studies for v in s.variants}
@@ -81,7 +111,84 @@ def get_report_json(wildcards):
         {
             "title": PLAN.config["title"],
             "studies": [s.describe() for s in studies],
-            "config_files": {str(f): Path(f).read_text() for f in PLAN.files},
+            # Relative names: a checkout moved elsewhere must not rebuild the report.
+            "config_files": {
+                os.path.relpath(f): Path(f).read_text() for f in PLAN.files
+            },
             "experiments": {e: PLAN.experiments[e].spec for e in sorted(used)},
+            "lr_ranges": report_lr_ranges(),
         }
     )
+
+
+# Cross-validation (cv studies) and learning-rate range tests (lr_range studies) ------------
+
+
+def get_lr_suggestion(wildcards):
+    """The range test's suggestion.json when the run's learning rate is "lr_range:<baseline>"."""
+    test = lr_range_of(PLAN.experiments[wildcards.exp].spec)
+    return [f"{PLAN.lr_ranges[test].dir}/suggestion.json"] if test else []
+
+
+def get_lr_range_data(wildcards):
+    return data_path(PLAN.lr_ranges[wildcards.lrr].prep_id)
+
+
+def get_lr_range_json(wildcards):
+    return PLAN.lr_ranges[wildcards.lrr].json
+
+
+def get_cv_winner(wildcards):
+    if PLAN.studies[wildcards.study].kind != "cv":
+        return []
+    return [checkpoints.select_cv.get(study=wildcards.study).output.winner]
+
+
+def get_cv_refit(wildcards):
+    """The winner's refit (run r0 of its experiment), known once select_cv has run."""
+    if PLAN.studies[wildcards.study].kind != "cv":
+        return []
+    winner = checkpoints.select_cv.get(study=wildcards.study).output.winner
+    exp = json.loads(Path(winner).read_text())["experiment"]
+    if exp not in PLAN.experiments:
+        raise ValueError(
+            f"{winner} names experiment {exp}, which is not a candidate of study "
+            f"{wildcards.study} any more. Expected a selection made with this config: "
+            f"delete {winner} and run again."
+        )
+    return [f"results/runs/{exp}/r0/{name}" for name in ("metrics.json", "history.csv")]
+
+
+def get_study_lr_range(wildcards):
+    test = PLAN.studies[wildcards.study].lr_range
+    return [f"{PLAN.lr_ranges[test].dir}/suggestion.json"] if test else []
+
+
+def report_cv_inputs():
+    slugs = [s for s in PLAN.report_studies() if PLAN.studies[s].kind == "cv"]
+    return [f"results/studies/{slug}/cv_ranking.csv" for slug in slugs]
+
+
+def report_lr_range_inputs(name):
+    """`name` of the test of each lr_range study the report shows, in report order."""
+    tests = [PLAN.lr_ranges[PLAN.studies[s].lr_range] for s in PLAN.report_lr_ranges()]
+    return [f"{test.dir}/{name}" for test in tests]
+
+
+def report_lr_ranges():
+    """What the report's LR range view shows of each lr_range study, as plain data."""
+    out = []
+    for slug in PLAN.report_lr_ranges():
+        study = PLAN.studies[slug]
+        test = PLAN.lr_ranges[study.lr_range]
+        users = PLAN.lr_range_users(test.id)
+        out.append(
+            study.describe()
+            | {
+                "spec": test.spec,
+                "used_by": [
+                    {"study": s, "variant": v, "experiment": e} for s, v, e in users
+                ],
+            }
+        )
+    return out

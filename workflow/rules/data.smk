@@ -1,15 +1,40 @@
-# Canonical dataset files, then one split-and-scaled .npz per dataset and data setting.
+# Verified raw files, the canonical dataset files, then one split-and-scaled .npz per dataset
+# and data setting. Downloads and conversions are light and need the network (or the mirror),
+# which cluster nodes often lack, so they run on the submitting host.
+
+# One rule per remote source, named download_<source>: the files differ in name and number
+# (fashion_mnist has four), and each is a declared output so a deleted file is fetched again.
+# The mirror (config `data_mirror`) is not a param: the files are pinned by SHA-256, so where they
+# come from never changes them, and a changed param would re-download and so retrain everything.
+# common.smk hands it to the jobs as HPSTUDY_DATA_MIRROR, which hpstudy.datasets.download reads.
+for _source in DOWNLOADS:
+
+    rule:
+        name:
+            f"download_{_source}"
+        output:
+            raw_files(_source),
+        log:
+            f"results/logs/datasets/{_source}.download.log",
+        # Generated names cannot be listed in the Snakefile's `localrules:`.
+        localrule: True
+        conda:
+            "../../envs/analysis.yaml"
+        params:
+            source=_source,
+        script:
+            "../scripts/download_dataset.py"
 
 
 rule convert_dataset:
+    input:
+        get_raw_files,
     output:
         "resources/datasets/{source}.npz",
     log:
         "results/logs/datasets/{source}.convert.log",
     conda:
         "../../envs/analysis.yaml"
-    params:
-        raw_dir=lambda wildcards: f"resources/datasets/{wildcards.source}",
     script:
         "../scripts/convert_dataset.py"
 

@@ -6,6 +6,12 @@ rule report:
         summary=report_inputs("summary.csv"),
         runs=report_inputs("runs.csv"),
         figure=report_inputs(f"curves.{FIG}"),
+        observations=report_inputs("observations.csv"),
+        overview=f"results/overview/effects.{FIG}",
+        cv_ranking=report_cv_inputs(),
+        lr_range_runs=[f"results/studies/{s}/runs.csv" for s in PLAN.report_lr_ranges()],
+        lr_range_suggestion=report_lr_range_inputs("suggestion.json"),
+        lr_range_figure=report_lr_range_inputs(f"lr_range.{FIG}"),
     output:
         "results/report.html",
     log:
@@ -16,3 +22,30 @@ rule report:
         report=get_report_json,
     script:
         "../scripts/report.py"
+
+
+# Across studies: each variant's best validation metric against its study's baseline.
+rule overview:
+    input:
+        summary=report_inputs("summary.csv"),
+    output:
+        effects=report(
+            "results/overview/effects.csv",
+            caption="../report/effects.rst",
+            category="Overview",
+            labels={"table": "effects"},
+        ),
+        figure=report(
+            f"results/overview/effects.{FIG}",
+            caption="../report/effects.rst",
+            category="Overview",
+            labels={"figure": "effects"},
+        ),
+    log:
+        "results/logs/overview.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        studies=get_overview_json,
+    script:
+        "../scripts/overview.py"

@@ -5,6 +5,9 @@ rule aggregate_study:
     input:
         metrics=get_study_files("metrics.json"),
         histories=get_study_files("history.csv"),
+        winner=get_cv_winner,
+        refit=get_cv_refit,
+        lr_range=get_study_lr_range,
     output:
         runs=report(
             "results/studies/{study}/runs.csv",
@@ -19,6 +22,13 @@ rule aggregate_study:
             category="Studies",
             subcategory="{study}",
             labels={"study": "{study}", "table": "summary"},
+        ),
+        observations=report(
+            "results/studies/{study}/observations.csv",
+            caption="../report/observations.rst",
+            category="Studies",
+            subcategory="{study}",
+            labels={"study": "{study}", "table": "observations"},
         ),
     log:
         "results/logs/studies/{study}.aggregate.log",

@@ -1,9 +1,15 @@
 # One job per run: an experiment (a resolved spec, named by its hash) with a repeat.
+from hpstudy import devices
+
+# Where local training jobs find GPUs (hpstudy.devices). Through the environment, not params:
+# which card a run used does not change its results, so it must not trigger a rerun.
+devices.export_settings(RES["gpu_ids"], RES["jobs_per_gpu"])
 
 
 rule train:
     input:
         data=get_run_data,
+        lr=get_lr_suggestion,
     output:
         history="results/runs/{exp}/{run}/history.csv",
         timing="results/runs/{exp}/{run}/timing.csv",
@@ -18,10 +24,14 @@ rule train:
     threads: RES["threads"]
     resources:
         mem_mb=RES["mem_mb"],
-        runtime=RES["runtime"],
+        # minutes; each retry (--retries, the profiles' `retries`) gets one more base runtime
+        runtime=lambda wildcards, attempt: RES["runtime"] * attempt,
+        cpus_per_task=lambda wildcards, threads: threads,
         gpu=RES["gpu"],
+        gpu_model=RES["gpu_model"],
     params:
         spec=get_spec_json,
         seed=get_seed,
+        tensorboard=get_tensorboard,
     script:
         "../scripts/train.py"

@@ -1,8 +1,9 @@
 """Snakemake script: fetch and verify the raw files of one dataset source.
 
-Expects ``wildcards.source``, ``output`` (the files of
-``hpstudy.datasets.raw_paths``, all in one directory), ``params.mirror`` (a
-directory, a base URL, or empty for the original hosts) and ``log``.
+Expects ``params.source``, ``output`` (the files of
+``hpstudy.datasets.raw_paths``, all in one directory) and ``log``. The mirror,
+if any, comes from the ``HPSTUDY_DATA_MIRROR`` environment variable, which the
+workflow sets from the config's ``data_mirror`` (a directory or a base URL).
 """
 
 import logging
@@ -17,17 +18,15 @@ logger = logging.getLogger("hpstudy.scripts.download_dataset")
 with open(snakemake.log[0], "w") as log:
     sys.stderr = sys.stdout = log
     logging.basicConfig(stream=log, level=logging.INFO, format="%(asctime)s %(message)s")
+    source = snakemake.params.source
     try:
-        mirror = getattr(snakemake.params, "mirror", None) or None
-        paths = download(
-            snakemake.wildcards.source, Path(snakemake.output[0]).parent, mirror=mirror
-        )
+        paths = download(source, Path(snakemake.output[0]).parent)
         missing = sorted(set(map(str, snakemake.output)) - set(map(str, paths)))
         if missing:
             # The rule's outputs must be exactly what download() writes.
             raise RuntimeError(f"download() did not produce declared outputs {missing}")
     except Exception:
-        logger.exception("download of %s failed", snakemake.wildcards.source)
+        logger.exception("download of %s failed", source)
         raise
     finally:
         # Restored so the traceback of an error also reaches the console,

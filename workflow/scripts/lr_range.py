@@ -1,0 +1,23 @@
+"""Run one learning-rate range test (rule lr_range). Devices are set up before Keras is imported."""
+
+import json
+
+from hpstudy import devices
+from hpstudy.io import redirect_output
+
+redirect_output(snakemake.log[0])
+spec = json.loads(snakemake.params.spec)
+device = devices.setup(
+    threads=snakemake.threads, backend=spec["keras_backend"], gpus=snakemake.resources.gpu
+)
+
+from hpstudy import lr_range  # after devices.setup; lr_range.run imports Keras
+
+result = lr_range.run(
+    spec=spec,
+    data_path=snakemake.input.data,
+    out=dict(snakemake.output.items()),
+    experiment=snakemake.wildcards.lrr,
+    device=device,
+)
+print(json.dumps(result, indent=2))

@@ -295,8 +295,11 @@ def test_snakemake_gpu_profile_gives_concurrent_jobs_distinct_gpus(tmp_path):
         gpu = claimed.group(1)
         assert host["cuda_visible_devices"] == gpu
         assert host["device"].startswith(f"GPU {gpu} (claimed from 0,1")
-        # [claim, metrics written] lies inside the time the job held the lock
-        runs.append((gpu, float(claimed.group(2)), metrics.stat().st_mtime))
+        # Both lines are logged while the job holds the lock. (Not the outputs' mtimes:
+        # Snakemake touches a job's outputs when it sees the job finish, after its locks went.)
+        released = re.search(r"releasing GPU (\S+) at ([0-9.]+)", log)
+        assert released and released.group(1) == gpu, log[-2000:]
+        runs.append((gpu, float(claimed.group(2)), float(released.group(2))))
     assert len(runs) == 4
     assert {gpu for gpu, _, _ in runs} == {"0", "1"}
     overlapping = 0

@@ -262,3 +262,11 @@ def test_every_output_of_the_library_is_written_atomically():
             ]
     assert len(writes) >= 5
     assert all("tmp" in line for _, line in writes), [w for w in writes if "tmp" not in w[1]]
+
+
+def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path):
+    """Not mkstemp's 0600: results on a shared cluster stay readable by the group."""
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic_write_text(tmp_path / "atomic.txt", "x")
+    assert (tmp_path / "atomic.txt").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777

@@ -16,6 +16,7 @@ not import TensorFlow.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import os
@@ -252,6 +253,7 @@ def place(gpus: int, env: MutableMapping[str, str] | None = None) -> str:
     per_gpu = jobs_per_gpu(env)
     got = claim(gpus, pool, per_gpu, lock_dir(env))
     _HELD.append(got)
+    atexit.register(_release_at_exit, got)
     env["CUDA_VISIBLE_DEVICES"] = ",".join(got.gpus)
     # nvidia-smi numbers GPUs by PCI bus; CUDA's default order may differ.
     env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
@@ -261,6 +263,13 @@ def place(gpus: int, env: MutableMapping[str, str] | None = None) -> str:
         f"(locks {', '.join(map(str, got.locks))})"
     )
     return f"GPU {','.join(got.gpus)} (claimed from {','.join(pool)}, {per_gpu} job(s) per GPU)"
+
+
+def _release_at_exit(held: Claim) -> None:
+    # Logged while the lock is still held, so the log brackets the time the job had the card.
+    if held._fds:
+        _log(f"releasing GPU {','.join(held.gpus)} at {time.time():.6f}")
+        held.release()
 
 
 def _gpu_env(env: MutableMapping[str, str]) -> None:

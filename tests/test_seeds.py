@@ -50,7 +50,11 @@ EXPECTED = {
         15,
         15,
     ),
-    "seed_003": ({"mnist": 1, "california": 2, "grid_cv": 27, "mnist_lr_range": 0}, 30, 57),
+    "seed_003": (
+        {"mnist": 1, "california": 2, "grid_cv": 27, "mnist_lr_range": 0, "mnist_suggested_lr": 2},
+        31,
+        58,
+    ),
     "seed_004": ({"optimizer": 2, "optimizer_cv": 2, "structure_cv": 18}, 18, 92),
 }
 DOWNLOADS = {

@@ -218,3 +218,14 @@ def test_the_training_job_reads_the_suggestion_from_its_input(tmp_path):
         numeric,
         {"value": 0.1, "source": "config"},
     )
+
+
+def test_tables_show_the_learning_rate_a_range_test_gave():
+    from hpstudy.analysis import shown_value
+
+    used = {"learning_rate": {"source": "lr_range:b@abc123abc1", "value": 0.0123}}
+    assert shown_value("optimizer.learning_rate", "lr_range:b@abc123abc1", used) == (
+        "0.0123 (lr_range:b)"
+    )
+    assert shown_value("optimizer.learning_rate", 0.01, used) == "0.01"
+    assert shown_value("model.hidden", [32, 16], used) == "[32, 16]"

@@ -166,6 +166,24 @@ def test_figure_of_diverged_histories_does_not_crash(tmp_path):
     assert "diverged (last finite value)" in svg and "costs $5, not $\\frac{" in svg
 
 
+def test_a_one_epoch_curve_is_drawn_as_a_marker(tmp_path, monkeypatch):
+    """A line through a single point is invisible: a one-epoch run must still show."""
+    drawn = {}
+    monkeypatch.setattr(figures, "save", lambda fig, path, dpi=110: drawn.update(fig=fig))
+    one = pd.DataFrame(
+        {"epoch": [1], "loss": [0.9], "val_loss": [1.0], "accuracy": [0.6], "val_accuracy": [0.5]}
+    )
+    study = {
+        "title": "one epoch",
+        "task": "classification",
+        "variants": [{"label": "baseline", "is_reference": True}],
+    }
+    figures.plot_study(study, {"baseline": [one]}, tmp_path / "curves.svg")
+    for ax in drawn["fig"].axes[:4]:
+        curves = [line for line in ax.get_lines() if len(line.get_xdata()) == 1]
+        assert any(line.get_marker() not in (None, "", "None") for line in curves), ax.get_title()
+
+
 # --------------------------------------------------------------------------- concurrency
 
 

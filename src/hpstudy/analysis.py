@@ -32,6 +32,23 @@ def read_history(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+def shown_value(path: str, value, metrics: dict) -> str:
+    """A varied value as the tables show it; a range test's learning rate with the value it gave.
+
+    "lr_range:b@<id>" becomes "0.0123 (lr_range:b)": the number the run trained with, which
+    its metrics.json records, and where it came from.
+    """
+    if (
+        path == "optimizer.learning_rate"
+        and isinstance(value, str)
+        and value.startswith("lr_range:")
+    ):
+        used = (metrics.get("learning_rate") or {}).get("value")
+        if used is not None:
+            return f"{format_value(used)} ({value.split('@', 1)[0]})"
+    return format_value(value)
+
+
 def runs_table(study: dict, out_dir: str | Path) -> pd.DataFrame:
     """One row per run of the study, with its variant, varied values, key metrics and file paths.
 
@@ -55,7 +72,7 @@ def runs_table(study: dict, out_dir: str | Path) -> pd.DataFrame:
                 "diverged_epoch": m.get("diverged_epoch"),
             }
             for path in study["varied"]:
-                row[path] = format_value(variant["values"].get(path))
+                row[path] = shown_value(path, variant["values"].get(path), m)
             row.update(
                 {
                     "epochs_run": m["epochs_run"],
@@ -106,7 +123,8 @@ def summary_table(runs: pd.DataFrame, study: dict) -> pd.DataFrame:
             "experiment": variant["experiment"],
         }
         for path in study["varied"]:
-            row[path] = format_value(variant["values"].get(path))
+            # As the runs show it: a learning rate taken from a range test is known only there.
+            row[path] = sub[path].iloc[0] if len(sub) else format_value(variant["values"].get(path))
         row.update(
             {
                 "runs": len(sub),

@@ -21,7 +21,6 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from . import analysis
 from .io import atomic_path, atomic_write_text
-from .plan import format_value
 
 GREATER_IS_BETTER = analysis.GREATER_IS_BETTER
 
@@ -86,7 +85,7 @@ def rank(study: dict, metrics: dict) -> pd.DataFrame:
         finite = bool(np.isfinite(values).all())
         row = {"candidate": variant["label"], "experiment": variant["experiment"]}
         for path in study["varied"]:
-            row[path] = format_value(variant["values"].get(path))
+            row[path] = analysis.shown_value(path, variant["values"].get(path), m)
         row.update(
             {
                 "folds": k,

@@ -184,7 +184,8 @@ def _plot_variant(axes, panels, runs, style, loss_values) -> None:
             continue
         epochs, mean = finite["epoch"].to_numpy(), finite["mean"].to_numpy()
         keep = decimate(mean)
-        ax.plot(epochs[keep], mean[keep], **style)
+        # A line through one point draws nothing: a one-epoch run shows as a marker.
+        ax.plot(epochs[keep], mean[keep], **style, **({"marker": "s"} if len(mean) == 1 else {}))
         if len(runs) > 1:
             low, high = mean - finite["std"].to_numpy(), mean + finite["std"].to_numpy()
             keep = decimate(low, high)

@@ -79,10 +79,6 @@ def get_seed(wildcards):
     return PLAN.find_run(wildcards.exp, wildcards.run).seed
 
 
-def get_tensorboard(wildcards):
-    return PLAN.config["logging"]["tensorboard"]
-
-
 def get_study_json(wildcards):
     return canonical_json(PLAN.studies[wildcards.study].describe())
 

@@ -32,6 +32,6 @@ rule train:
     params:
         spec=get_spec_json,
         seed=get_seed,
-        tensorboard=get_tensorboard,
+        tensorboard=PLAN.config["logging"]["tensorboard"],
     script:
         "../scripts/train.py"

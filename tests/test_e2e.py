@@ -106,7 +106,7 @@ def test_outputs_of_every_run_and_study(finished):
     wide = pd.read_csv(finished / "results/studies/wide/runs.csv")
     assert {"best_val_mae", "test_mae"} <= set(wide.columns)
     hist = pd.read_csv(finished / "results/studies/wide" / wide["history"][0])
-    assert {"mae", "val_mae", "rmse", "val_rmse"} <= set(hist.columns)
+    assert {"mse", "val_mse", "mae", "val_mae", "rmse", "val_rmse"} <= set(hist.columns)
 
 
 @pytest.mark.e2e

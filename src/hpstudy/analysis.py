@@ -17,6 +17,8 @@ from .plan import format_value
 
 METRIC = {"classification": "accuracy", "regression": "mae"}
 GREATER_IS_BETTER = {"accuracy": True, "mae": False}
+# Test metrics that runs.csv carries besides the loss and the primary metric.
+EXTRA_TEST = {"classification": [], "regression": ["mse", "rmse"]}
 
 
 def metric_of(task: str) -> str:
@@ -83,6 +85,7 @@ def runs_table(study: dict, out_dir: str | Path) -> pd.DataFrame:
                     "final_train_val_gap": m.get("final_train_val_gap"),
                     "test_loss": m.get("test_loss"),
                     f"test_{metric}": m.get(f"test_{metric}"),
+                    **{f"test_{k}": m.get(f"test_{k}") for k in EXTRA_TEST[study["task"]]},
                     "seconds_per_epoch": m["timing"]["seconds_per_epoch"],
                     "wall_seconds": m["timing"]["wall_seconds"],
                     "params": m["params"],

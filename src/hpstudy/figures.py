@@ -113,9 +113,11 @@ def plot_study(
     """
     metric = metric_of(study["task"])
     palette = colours(study)
+    # The loss a model minimises: crossentropy or MSE, plus any L1/L2 penalty.
+    loss = "loss (crossentropy)" if study["task"] == "classification" else "loss (MSE)"
     panels = [
-        ("loss", "Training loss"),
-        ("val_loss", "Validation loss"),
+        ("loss", f"Training {loss}"),
+        ("val_loss", f"Validation {loss}"),
         (metric, f"Training {METRIC_LABEL[metric]}"),
         (f"val_{metric}", f"Validation {METRIC_LABEL[metric]}"),
     ]
@@ -154,9 +156,12 @@ def plot_study(
         ax.grid(True, alpha=0.3)
         if column in ("loss", "val_loss") or (metric == "mae" and log_loss):
             ax.set_yscale("log" if log_loss else "linear")
-        ax.set_ylabel(
-            title.split(" ", 1)[1] + (" (log scale)" if log_loss and "loss" in column else "")
-        )
+        ylabel = title.split(" ", 1)[1]
+        if log_loss and "loss" in column:  # "loss (MSE)" -> "loss (MSE, log scale)"
+            ylabel = (
+                ylabel[:-1] + ", log scale)" if ylabel.endswith(")") else f"{ylabel} (log scale)"
+            )
+        ax.set_ylabel(ylabel)
         if ax.get_yscale() == "log":
             _plain_log_axis(ax)
     for ax in axes[1]:

@@ -16,7 +16,8 @@ def task_head(task: str, n_outputs: int) -> dict:
     return {
         "activation": None,
         "loss": "mse",
-        "metrics": ["mae", keras.metrics.RootMeanSquaredError(name="rmse")],
+        # MSE apart from the loss: with a penalty (L1/L2) the loss is MSE + penalty.
+        "metrics": ["mse", "mae", keras.metrics.RootMeanSquaredError(name="rmse")],
     }
 
 

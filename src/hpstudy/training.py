@@ -24,7 +24,7 @@ from .io import atomic_path, atomic_write_text
 
 HISTORY_METRICS = {
     "classification": ["loss", "accuracy"],
-    "regression": ["loss", "mae", "rmse"],
+    "regression": ["loss", "mse", "mae", "rmse"],
 }
 PRIMARY_METRIC = {"classification": "accuracy", "regression": "mae"}
 

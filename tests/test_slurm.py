@@ -117,6 +117,12 @@ def test_tiny_study_through_the_slurm_profile(tmp_path):
         assert submitted.get(run) == job_id, (run, job_id, submitted)
         job = slurm_job(job_id)
         assert job["JobState"] == "COMPLETED" and "gres:gpu:1" in job["TresPerJob"], job
+        # what the config's resources ask for: threads 1, mem_mb 1000, runtime 10 (attempt 1)
+        assert (job["CPUs/Task"], job["MinMemoryNode"], job["TimeLimit"]) == (
+            "1",
+            "1000M",
+            "00:10:00",
+        ), job
         # the job kept the GPU SLURM gave it (on this cluster, without cgroups, the same number)
         given = re.search(r"SLURM_STEP_GPUS=(\S+)\)", host["device"])
         assert given, host["device"]

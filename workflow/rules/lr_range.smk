@@ -17,7 +17,6 @@ rule lr_range:
     resources:
         mem_mb=RES["mem_mb"],
         runtime=lambda wildcards, attempt: RES["runtime"] * attempt,
-        cpus_per_task=lambda wildcards, threads: threads,
         gpu=RES["gpu"],
         gpu_model=RES["gpu_model"],
     params:

@@ -26,7 +26,6 @@ rule train:
         mem_mb=RES["mem_mb"],
         # minutes; each retry (--retries, the profiles' `retries`) gets one more base runtime
         runtime=lambda wildcards, attempt: RES["runtime"] * attempt,
-        cpus_per_task=lambda wildcards, threads: threads,
         gpu=RES["gpu"],
         gpu_model=RES["gpu_model"],
     params:

@@ -368,3 +368,10 @@ def test_every_rule_is_documented():
     assert set(ob.RULES) == {"divergence", "overfitting", "speed", "oscillation", "gap"}
     for rule in ob.RULES:
         assert f"**{rule}**" in ob.__doc__
+
+
+def test_small_shares_keep_their_digits():
+    """A ratio of 250× must not be shown as "0.00% vs 1.05%"."""
+    assert ob.pct(0.0105) == "1.05%"
+    assert ob.pct(0.0000418) == "0.0042%"
+    assert ob.pct(0.0) == "0.00%"

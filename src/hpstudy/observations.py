@@ -88,6 +88,13 @@ def num(x: float, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
+def pct(x: float) -> str:
+    """A share as a percentage: two decimals, or two significant digits below 1% (never "0.00%")."""
+    if x == 0 or abs(x) >= 0.01:
+        return f"{x:.2%}"
+    return f"{x * 100:.2g}%"
+
+
 def _finite(curve: pd.DataFrame, column: str) -> pd.DataFrame:
     return curve[np.isfinite(curve[column].astype(float))]
 
@@ -219,7 +226,7 @@ def oscillation(
     if 1 / OSCILLATION_RATIO < ratio < OSCILLATION_RATIO:
         return None
     first, last = ours[0][1], ours[0][2]
-    numbers = f"{o:.2%} vs {o_ref:.2%} of its level per epoch"
+    numbers = f"{pct(o)} vs {pct(o_ref)} of its level per epoch"
     tail = f"over the last {OSCILLATION_TAIL:.0%} of epochs ({numbers})"
     if math.isinf(ratio):
         text = f"validation loss oscillates {tail}, while the baseline's is smooth"

@@ -140,13 +140,10 @@ def _normalise(spec: dict) -> dict:
     return spec
 
 
-@dataclass(frozen=True)
-class Experiment:
-    """A fully resolved spec, named by the hash of its content."""
+class _Specified:
+    """What a job needs of a resolved spec: its canonical JSON and the prepared data it reads."""
 
-    id: str
     spec: dict
-    dataset: str  # the config's name for the data, for display only (not hashed)
 
     @property
     def json(self) -> str:
@@ -155,6 +152,15 @@ class Experiment:
     @property
     def prep_id(self) -> str:
         return prep_id(self.spec["data"])
+
+
+@dataclass(frozen=True)
+class Experiment(_Specified):
+    """A fully resolved spec, named by the hash of its content."""
+
+    id: str
+    spec: dict
+    dataset: str  # the config's name for the data, for display only (not hashed)
 
     @property
     def task(self) -> str:
@@ -320,21 +326,13 @@ def lr_range_of(spec: dict) -> str | None:
 
 
 @dataclass(frozen=True)
-class LRRange:
+class LRRange(_Specified):
     """A learning-rate range test of a study's reference: `results/lr_range/<id>/`."""
 
     id: str
     spec: dict
     dataset: str
     baseline: str
-
-    @property
-    def json(self) -> str:
-        return canonical_json(self.spec)
-
-    @property
-    def prep_id(self) -> str:
-        return prep_id(self.spec["data"])
 
     @property
     def dir(self) -> str:

@@ -165,6 +165,10 @@ CASES = {
         ["report.studies[0]", "the name of a study", "'lrr'"],
     ),
     "cv with k < 2": (study(kind="cv", cv=1), ["studies.lr.cv", ">= 2"]),
+    "factor on a key the baseline's optimizer does not have": (
+        study(factors={"optimizer.beta_1": [0.8]}),
+        ["studies.lr.factors.optimizer.beta_1", "learning_rate", "optimizer 'sgd'"],
+    ),
     "test and validation fractions leaving nothing to train": (
         edit("datasets.digits.split", {"test": 0.5, "validation": 0.5}),
         ["datasets.digits.split", "test + validation fractions < 0.95"],

@@ -439,6 +439,30 @@ def _check_data(plan: Plan, name: str, ds: dict) -> None:
         _fail(plan, where + ["validation_rows"], "random when validation is 'test'", "head")
 
 
+def _missing_path_hint(spec: dict, key: str) -> str:
+    """What `key` should have been: the keys its parent section does have, or the sections."""
+    parent, _, _ = key.rpartition(".")
+    try:
+        section = get_path(spec, parent) if parent else None
+    except KeyError:
+        section = None
+    if isinstance(section, dict):
+        hint = f"a dotted path that exists in the baseline spec; `{parent}` there has the keys "
+        hint += ", ".join(sorted(section))
+        if parent == "optimizer":  # only the chosen optimizer's own keys are in a spec
+            hint += (
+                f" (those of optimizer {section.get('name')!r}; to change the optimizer as well, "
+                "set optimizer.name in the same variant)"
+            )
+        return hint
+    return (
+        "a dotted path that exists in the baseline spec, such as optimizer.learning_rate, "
+        "model.hidden, training.batch_size or model.regularizer.l2 (sections: "
+        + ", ".join(k for k in spec if k != "version")
+        + ")"
+    )
+
+
 class _Builder:
     def __init__(self, plan: Plan):
         self.plan = plan
@@ -459,16 +483,9 @@ class _Builder:
             try:
                 get_path(spec, key)
             except KeyError:
-                _fail(
-                    self.plan,
-                    path + [key],
-                    "a dotted path that exists in the baseline spec, such as "
-                    "optimizer.learning_rate, model.hidden, training.batch_size or "
-                    "model.regularizer.l2 (sections: "
-                    + ", ".join(k for k in spec if k != "version")
-                    + ")",
-                    key,
-                )
+                # A factor's values sit at factors.<key>[i]: name the factor, not key twice.
+                at = path[:-1] if len(path) >= 2 and path[-2] == key else path + [key]
+                _fail(self.plan, at, _missing_path_hint(spec, key), key)
             set_path(spec, key, value)
         return _normalise(spec)
 

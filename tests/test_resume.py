@@ -270,3 +270,21 @@ def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path):
     plain.write_text("x")
     atomic_write_text(tmp_path / "atomic.txt", "x")
     assert (tmp_path / "atomic.txt").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
+def test_a_failing_script_names_its_error_on_the_terminal_and_logs_the_traceback(tmp_path):
+    """Snakemake only says "check the log"; the job's own stderr says what went wrong."""
+    log = tmp_path / "job.log"
+    script = (
+        "from hpstudy.io import redirect_output\n"
+        f"redirect_output({str(log)!r})\n"
+        "print('progress line')\n"
+        "raise ValueError('results/data/x.npz is truncated: run the prepare job again')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "ValueError: results/data/x.npz is truncated: run the prepare job again" in done.stderr
+    assert f"(the traceback is in {log})" in done.stderr
+    assert "Traceback" not in done.stderr and "progress line" not in done.stdout + done.stderr
+    text = log.read_text()
+    assert "progress line" in text and "Traceback (most recent call last)" in text

@@ -56,12 +56,25 @@ def redirect_output(log_path: str | Path):
     land in the rule's log instead of interleaving on the terminal.
     """
     import sys
+    import traceback
 
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "a", buffering=1)
     sys.stdout.flush()
     sys.stderr.flush()
+    terminal = os.fdopen(os.dup(2), "w", buffering=1)
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)
     sys.stdout = sys.stderr = log
+
+    def excepthook(kind, exc, tb):
+        # The whole traceback goes to the log; the terminal, where Snakemake only says "check
+        # the log", gets what went wrong (our errors say what to do about it).
+        traceback.print_exception(kind, exc, tb, file=log)
+        log.flush()
+        with contextlib.suppress(OSError, ValueError):
+            terminal.write(f"{kind.__name__}: {exc}\n(the traceback is in {log_path})\n")
+            terminal.flush()
+
+    sys.excepthook = excepthook
     return log

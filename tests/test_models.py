@@ -1,5 +1,8 @@
 """The model builder: layer sizes, activations, initializers, penalties, dropout placement, seed 002."""
 
+import json
+from pathlib import Path
+
 import pytest
 
 keras = pytest.importorskip("keras")
@@ -9,6 +12,13 @@ from hpstudy.config import validate  # noqa: E402
 from hpstudy.plan import make_plan  # noqa: E402
 
 MAIN = [32, 16, 64, 32, 16, 64]
+ROOT = Path(__file__).resolve().parents[1]
+FILES = {
+    "history": "history.csv",
+    "timing": "timing.csv",
+    "metrics": "metrics.json",
+    "model": "model.keras",
+}
 
 
 def model_spec(**overrides):
@@ -157,3 +167,37 @@ def test_same_spec_and_seed_give_identical_weights():
         keras.utils.set_random_seed(7)
         weights.append(models.build_model(spec, (4,), 3, "classification").get_weights())
     assert all((a == b).all() for a, b in zip(*weights, strict=True))
+
+
+def test_seed002_saved_model_keras_is_the_notebook_model(tmp_path):
+    """The workflow's own path: seed 002's `main` spec, trained one epoch by train_run on
+    CIFAR-shaped stand-in data, saved as model.keras, loaded back (safe mode), layer by layer."""
+    import numpy as np
+
+    from hpstudy import prepare, training
+    from hpstudy.plan import load_plan
+
+    plan = load_plan([ROOT / "config" / "seed_002.yaml"])
+    main = next(v for v in plan.studies["layers"].variants if v.is_reference)
+    spec = json.loads(plan.experiments[main.experiment].json)
+    spec["training"]["epochs"] = 1
+    rng = np.random.default_rng(0)
+    canonical = {
+        "x_train": rng.integers(0, 256, (120, 32, 32, 3), dtype=np.uint8),
+        "y_train": np.arange(120, dtype=np.uint8) % 10,
+        "x_test": rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8),
+        "y_test": np.arange(40, dtype=np.uint8) % 10,
+    }
+    arrays = prepare.prepare(canonical, spec["data"])
+    prepare.save(arrays, tmp_path / "data.npz", prepare.describe(arrays, spec["data"]))
+    out = {k: str(tmp_path / "r0" / f) for k, f in FILES.items()}
+    training.train_run(
+        spec, tmp_path / "data.npz", out, seed=42, run="r0", experiment=main.experiment
+    )
+
+    saved = training.load_model(out["model"])
+    theirs = seed002_mlp_main()
+    assert [describe(layer) for layer in saved.layers] == [
+        describe(layer) for layer in theirs.layers
+    ]
+    assert saved.count_params() == theirs.count_params() == 104_298

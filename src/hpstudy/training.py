@@ -300,6 +300,7 @@ def fit_data(model: keras.Model, arrays: dict, training: dict, seed: int, initia
     return {
         "x": batches.map(lambda i: (tf.gather(x_all, i), tf.gather(y_all, i))),
         "steps_per_epoch": steps,
+        "shuffle": False,  # the pipeline shuffles; Keras ignores (and warns about) True here
         "validation_data": val,
     }
 

@@ -184,6 +184,24 @@ def test_a_one_epoch_curve_is_drawn_as_a_marker(tmp_path, monkeypatch):
         assert any(line.get_marker() not in (None, "", "None") for line in curves), ax.get_title()
 
 
+def test_every_log_axis_says_so(tmp_path, monkeypatch):
+    """Regression losses spanning decades put loss and MAE on log axes; each label says it."""
+    drawn = {}
+    monkeypatch.setattr(figures, "save", lambda fig, path, dpi=110: drawn.update(fig=fig))
+    e = pd.Series(range(1, 51), dtype=float)
+    h = pd.DataFrame({"epoch": e, "loss": 1e4 / e, "val_loss": 1e4 / e, "mae": 100 / e})
+    h["val_mae"] = h["mae"]
+    study = {
+        "title": "decades",
+        "task": "regression",
+        "variants": [{"label": "baseline", "is_reference": True}],
+    }
+    figures.plot_study(study, {"baseline": [h]}, tmp_path / "curves.svg")
+    labels = [(ax.get_yscale(), ax.get_ylabel()) for ax in drawn["fig"].axes[:4]]
+    assert labels[0] == ("log", "loss (MSE, log scale)")
+    assert all(scale == "log" and label.endswith("log scale)") for scale, label in labels)
+
+
 # --------------------------------------------------------------------------- concurrency
 
 

@@ -157,7 +157,7 @@ def plot_study(
         if column in ("loss", "val_loss") or (metric == "mae" and log_loss):
             ax.set_yscale("log" if log_loss else "linear")
         ylabel = title.split(" ", 1)[1]
-        if log_loss and "loss" in column:  # "loss (MSE)" -> "loss (MSE, log scale)"
+        if ax.get_yscale() == "log":  # "loss (MSE)" -> "loss (MSE, log scale)"
             ylabel = (
                 ylabel[:-1] + ", log scale)" if ylabel.endswith(")") else f"{ylabel} (log scale)"
             )

@@ -4,21 +4,17 @@ import copy
 import json
 import math
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from workflow_helpers import run_snakemake
 
 from hpstudy import config as config_mod
 from hpstudy import cv
 from hpstudy.config import ConfigError
 from hpstudy.plan import derive_seed, make_plan, parse_run
-
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 BASE = {
     "datasets": {"d": {"source": "digits"}},
@@ -288,18 +284,7 @@ studies:
 """
 
 
-def snakemake(workdir: Path, config: str, *args: str) -> subprocess.CompletedProcess:
-    cmd = [
-        SNAKEMAKE,
-        "--snakefile", str(ROOT / "Snakefile"),
-        "--directory", str(workdir),
-        "--configfile", str(workdir / config),
-        *args,
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return proc
+snakemake = run_snakemake
 
 
 def dry_run(workdir: Path, config: str) -> tuple[dict, str]:

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 from test_resume import DRIVER, job
+from workflow_helpers import prepared_digits
 
-from hpstudy import datasets, prepare
 from hpstudy.plan import derive_seed, load_plan
 
 CONFIG = """\
@@ -37,9 +37,7 @@ def twice(tmp_path_factory):
     (root / "config.yaml").write_text(CONFIG)
     plan = load_plan([str(root / "config.yaml")])
     data_spec = next(iter(plan.preps.values()))[1]
-    datasets.convert("digits", None, root / "digits.npz")
-    arrays = prepare.prepare(datasets.load_npz(root / "digits.npz"), data_spec)
-    prepare.save(arrays, root / "data.npz", prepare.describe(arrays, data_spec))
+    prepared_digits(root, data_spec)
     cases = [
         {
             "spec": plan.experiments[run.experiment].spec,

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -19,11 +17,10 @@ import browser
 import numpy as np
 import pandas as pd
 import pytest
+from workflow_helpers import ROOT, run_snakemake
 
 from hpstudy import observations
 
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 ARTIFACTS = ROOT / "test-artifacts"
 TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
 
@@ -64,16 +61,7 @@ PRESENTATION = (
 
 
 def snakemake(workdir: Path, *args: str, config: str = "config.yaml") -> str:
-    cmd = [
-        SNAKEMAKE,
-        "--snakefile", str(ROOT / "Snakefile"),
-        "--directory", str(workdir),
-        "--configfile", str(workdir / config),
-        *args,
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    proc = run_snakemake(workdir, config, *args)
     return proc.stdout + proc.stderr
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from workflow_helpers import prepared_digits
 
-from hpstudy import datasets, prepare
 from hpstudy.io import atomic_path, atomic_write_text
 from hpstudy.plan import load_plan
 
@@ -130,10 +130,7 @@ def runs(tmp_path_factory):
     (root / "config.yaml").write_text(CONFIG)
     plan = load_plan([str(root / "config.yaml")])
     data_spec = next(iter(plan.preps.values()))[1]
-    datasets.convert("digits", None, root / "digits.npz")
-    data = root / "data.npz"
-    arrays = prepare.prepare(datasets.load_npz(root / "digits.npz"), data_spec)
-    prepare.save(arrays, data, prepare.describe(arrays, data_spec))
+    data = prepared_digits(root, data_spec)
     cases = {}
     for exp in plan.experiments.values():
         rate = exp.spec["model"]["dropout"]["rate"]

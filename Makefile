@@ -1,7 +1,10 @@
 # Two commands do all the set-up:
 #   make run    creates .venv, installs everything, runs `snakemake --cores all` on config/config.yaml
 #   make test   creates .venv, installs everything, runs the test suite and the linters
-PYTHON ?= python3.11
+# The newest Python that TensorFlow 2.21 ships wheels for (3.10-3.13), or PYTHON=... to choose.
+SUPPORTED := 3.13 3.12 3.11 3.10
+PYTHON ?= $(firstword $(foreach v,$(SUPPORTED),$(shell python$(v) -c 'import sys' >/dev/null 2>&1 && echo python$(v))) \
+  $(shell python3 -c 'import sys; print("python3" if (3, 10) <= sys.version_info[:2] <= (3, 13) else "")' 2>/dev/null))
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= all
@@ -9,7 +12,9 @@ CORES  ?= all
 .PHONY: setup run test lint format bench clean
 
 $(BIN)/snakemake: pyproject.toml
-	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: set PYTHON=python3"; exit 1; }
+	@test -n "$(PYTHON)" || { echo "No supported Python found: TensorFlow 2.21 needs Python 3.10 to 3.13. Install one, or set PYTHON=/path/to/python3.x"; exit 1; }
+	@$(PYTHON) -c 'import sys; assert (3, 10) <= sys.version_info[:2] <= (3, 13)' 2>/dev/null || { echo "$(PYTHON) is not a supported Python: TensorFlow 2.21 needs 3.10 to 3.13. Set PYTHON=/path/to/python3.x"; exit 1; }
+	@echo "Creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version))"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev,slurm]"

@@ -15,13 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from helpers import run_snakemake
 
 from hpstudy import datasets, prepare
 from hpstudy.config import ConfigError
 from hpstudy.plan import load_plan
-
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 GOOD = {
     "datasets": {"digits": {"source": "digits", "subsample": 100}},
@@ -236,8 +234,7 @@ def test_bad_config_is_rejected_with_path_file_and_expectation(case, tmp_path):
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    return run_snakemake(workdir, *args, config=None, check=False, timeout=300)
 
 
 def tree(path: Path) -> dict:
@@ -291,14 +288,14 @@ def test_yaml_errors_in_the_default_config_name_the_file_and_line(workdir):
 @pytest.mark.e2e
 def test_yaml_errors_in_a_configfile_point_to_the_checker(workdir):
     """A --configfile is parsed by Snakemake before any workflow code runs: it must still stop,
-    and `python -m hpstudy.config FILE` (named in the README) gives the file, line and column."""
+    and `python -m hpstudy check FILE` (named in the README) gives the file, line and column."""
     before = tree(workdir / "results")
     config = write_case("YAML that does not parse", workdir / "bad-config.yaml")
     proc = snakemake(workdir, "--cores", "1", "--configfile", str(config))
     assert proc.returncode != 0 and "not valid JSON or YAML" in proc.stderr
     assert tree(workdir / "results") == before
     check = subprocess.run(
-        [sys.executable, "-m", "hpstudy.config", str(config)], capture_output=True, text=True
+        [sys.executable, "-m", "hpstudy", "check", str(config)], capture_output=True, text=True
     )
     assert check.returncode != 0
     assert "bad-config.yaml is not valid YAML at line 3, column" in check.stderr
@@ -308,7 +305,7 @@ def test_checker_accepts_a_good_config(tmp_path):
     path = tmp_path / "good.yaml"
     path.write_text(yaml.safe_dump(GOOD))
     check = subprocess.run(
-        [sys.executable, "-m", "hpstudy.config", str(path)], capture_output=True, text=True
+        [sys.executable, "-m", "hpstudy", "check", str(path)], capture_output=True, text=True
     )
     assert check.returncode == 0, check.stderr
     assert "2 runs" in check.stdout

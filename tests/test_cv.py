@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from workflow_helpers import run_snakemake
+from helpers import plan_of, planned_jobs, run_snakemake
 
-from hpstudy import config as config_mod
-from hpstudy import cv
+from hpstudy import cv, prepare
 from hpstudy.config import ConfigError
-from hpstudy.plan import derive_seed, make_plan, parse_run
+from hpstudy.ids import derive_seed, parse_run
 
 BASE = {
     "datasets": {"d": {"source": "digits"}},
@@ -35,10 +34,6 @@ BASE = {
         }
     },
 }
-
-
-def plan_of(cfg):
-    return make_plan(config_mod.validate(copy.deepcopy(cfg), ["t.yaml"]), ["t.yaml"])
 
 
 # Planning ------------------------------------------------------------------------------------
@@ -141,14 +136,14 @@ def prepared(n=120, classes=3, scaler="none"):
 
 def test_folds_are_disjoint_cover_the_training_split_and_are_stratified():
     y = np.array([0] * 60 + [1] * 30 + [2] * 15)
-    folds = cv.fold_indices(y, 3, seed=1, stratify=True)
+    folds = prepare.fold_indices(y, 3, seed=1, stratify=True)
     together = np.concatenate(folds)
     assert sorted(together) == list(range(len(y)))  # every row once
     for held in folds:
         assert np.bincount(y[held]).tolist() == [20, 10, 5]  # the class proportions of y
-    again = cv.fold_indices(y, 3, seed=1, stratify=True)
+    again = prepare.fold_indices(y, 3, seed=1, stratify=True)
     assert all(np.array_equal(a, b) for a, b in zip(folds, again))  # seeded
-    other = cv.fold_indices(y, 3, seed=2, stratify=True)
+    other = prepare.fold_indices(y, 3, seed=2, stratify=True)
     assert not all(np.array_equal(a, b) for a, b in zip(folds, other))
 
 
@@ -156,7 +151,7 @@ def test_fold_arrays_use_the_training_split_only():
     arrays, data = prepared()
     seen_val = []
     for fold in range(4):
-        out = cv.fold_arrays(arrays, data, k=4, fold=fold)
+        out = prepare.fold_arrays(arrays, data, k=4, fold=fold)
         assert set(out) == {"x_train", "y_train", "x_val", "y_val"}  # no test rows
         train_ids, val_ids = out["x_train"][:, 0], out["x_val"][:, 0]
         assert train_ids.max() < 1000 and val_ids.max() < 1000  # neither val nor test rows
@@ -173,10 +168,10 @@ def test_a_fitted_scaler_is_refit_on_the_fold_training_rows():
     mean, std = raw_train.mean(axis=0), raw_train.std(axis=0)
     arrays["x_train"] = (raw_train - mean) / std  # as the prepare step left it
     arrays["scaler_shift"], arrays["scaler_scale"] = mean, std
-    out = cv.fold_arrays(arrays, data, k=3, fold=0)
+    out = prepare.fold_arrays(arrays, data, k=3, fold=0)
     assert np.allclose(out["x_train"].mean(axis=0), 0, atol=1e-5)
     assert np.allclose(out["x_train"].std(axis=0), 1, atol=1e-4)
-    held = cv.fold_indices(arrays["y_train"], 3, 42, True)[0]
+    held = prepare.fold_indices(arrays["y_train"], 3, 42, True)[0]
     fold_mean = np.delete(raw_train, held, axis=0).mean(axis=0)
     fold_std = np.delete(raw_train, held, axis=0).std(axis=0)
     assert np.allclose(out["x_val"], (raw_train[held] - fold_mean) / fold_std, atol=1e-4)
@@ -284,16 +279,11 @@ studies:
 """
 
 
-snakemake = run_snakemake
-
-
 def dry_run(workdir: Path, config: str) -> tuple[dict, str]:
     """Jobs per rule of a dry run, and its text."""
-    out = snakemake(workdir, config, "-n")
+    out = run_snakemake(workdir, "-n", config=config)
     text = out.stdout + out.stderr
-    table = text.split("Job stats:", 1)[1].split("total", 1)[0] if "Job stats:" in text else ""
-    counts = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.MULTILINE)}
-    return counts, text
+    return planned_jobs(text), text
 
 
 @pytest.fixture(scope="module")
@@ -308,7 +298,7 @@ def finished(tmp_path_factory):
     train_inputs = re.findall(r"rule train:\n\s+input: ([^\n]+)", text)
     assert len(train_inputs) == 4
     assert all(f"results/lr_range/{test}/suggestion.json" in line for line in train_inputs)
-    snakemake(workdir, "cfg.yaml", "--cores", "2")
+    run_snakemake(workdir, "--cores", "2", config="cfg.yaml")
     return workdir, test
 
 

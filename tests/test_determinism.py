@@ -9,10 +9,11 @@ import subprocess
 import sys
 
 import pytest
+from helpers import prepared_digits
 from test_resume import DRIVER, job
-from workflow_helpers import prepared_digits
 
-from hpstudy.plan import derive_seed, load_plan
+from hpstudy.ids import derive_seed
+from hpstudy.plan import load_plan
 
 CONFIG = """\
 title: Determinism

@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 import pytest
+from helpers import plan_of
 
-from hpstudy import config as config_mod
 from hpstudy import lr_range
 from hpstudy.config import ConfigError
-from hpstudy.plan import lr_range_of, make_plan
+from hpstudy.plan import lr_range_of
 
 CONFIG = {
     "datasets": {"d": {"source": "digits"}},
@@ -31,10 +31,6 @@ CONFIG = {
         },
     },
 }
-
-
-def plan_of(cfg):
-    return make_plan(config_mod.validate(copy.deepcopy(cfg), ["t.yaml"]), ["t.yaml"])
 
 
 # The schedule ---------------------------------------------------------------------------------

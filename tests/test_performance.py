@@ -4,11 +4,10 @@ import copy
 
 import numpy as np
 import pytest
+from helpers import plan_of
 
-from hpstudy import config as config_mod
 from hpstudy import devices
 from hpstudy.config import ConfigError
-from hpstudy.plan import make_plan
 
 BASE = {
     "datasets": {"digits": {"source": "digits"}},
@@ -24,10 +23,6 @@ BASE = {
         "lr": {"kind": "ofat", "baseline": "main", "factors": {"optimizer.learning_rate": [0.1]}}
     },
 }
-
-
-def plan_of(cfg):
-    return make_plan(config_mod.validate(cfg, ["test.yaml"]), ["test.yaml"])
 
 
 def test_keras_backend_is_part_of_every_spec_and_id():

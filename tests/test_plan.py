@@ -4,10 +4,12 @@ import copy
 
 import pytest
 import yaml
+from helpers import plan_of
 
 from hpstudy import config as config_mod
 from hpstudy.config import ConfigError
-from hpstudy.plan import derive_seed, make_plan, slugify
+from hpstudy.ids import derive_seed, slugify
+from hpstudy.plan import make_plan
 
 BASE = {
     "datasets": {"digits": {"source": "digits"}},
@@ -32,10 +34,6 @@ BASE = {
         },
     },
 }
-
-
-def plan_of(cfg):
-    return make_plan(config_mod.validate(cfg, ["test.yaml"]), ["test.yaml"])
 
 
 def test_baseline_shared_across_studies_is_one_experiment():

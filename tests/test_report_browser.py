@@ -17,7 +17,7 @@ import browser
 import numpy as np
 import pandas as pd
 import pytest
-from workflow_helpers import ROOT, run_snakemake
+from helpers import ROOT, run_snakemake
 
 from hpstudy import observations
 
@@ -61,7 +61,7 @@ PRESENTATION = (
 
 
 def snakemake(workdir: Path, *args: str, config: str = "config.yaml") -> str:
-    proc = run_snakemake(workdir, config, *args)
+    proc = run_snakemake(workdir, *args, config=config)
     return proc.stdout + proc.stderr
 
 

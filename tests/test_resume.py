@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from workflow_helpers import prepared_digits
+from helpers import prepared_digits
 
 from hpstudy.io import atomic_path, atomic_write_text
 from hpstudy.plan import load_plan

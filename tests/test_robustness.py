@@ -13,17 +13,14 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import ROOT, SNAKEMAKE, planned_jobs, run_snakemake
 
 from hpstudy import figures
-
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 HOSTILE_STUDY = "$(touch pwned); rm -rf ../x \"q\" 'q'\nline2/../../escape"
 # Two `$` make matplotlib parse a formula: a malformed one must not stop the figure job.
@@ -53,20 +50,7 @@ CONFIG = {
 
 
 def snakemake(workdir: Path, *args: str, snakefile: Path = ROOT / "Snakefile", check=True):
-    config = str(workdir / "config.yaml")
-    cmd = [SNAKEMAKE, "-s", str(snakefile), "-d", str(workdir), "--configfile", config]
-    proc = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {args} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return proc
-
-
-def planned_jobs(proc) -> dict:
-    """Rule -> job count from a dry run's table (empty when there is nothing to do)."""
-    text = proc.stdout + proc.stderr
-    return {
-        m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", text, re.M) if m[1] != "total"
-    }
+    return run_snakemake(workdir, *args, snakefile=snakefile, check=check, timeout=600)
 
 
 def listing(path: Path) -> list:

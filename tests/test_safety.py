@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from test_robustness import HOSTILE_LABEL, HOSTILE_STUDY, HOSTILE_TITLE, hostile_workflow
 
-from hpstudy.plan import slugify
+from hpstudy.ids import slugify
 
 ROOT = Path(__file__).resolve().parents[1]
 RULE_FILES = [ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]

@@ -14,23 +14,17 @@ import numpy as np
 import pandas as pd
 
 from .plan import format_value
-
-METRIC = {"classification": "accuracy", "regression": "mae"}
-GREATER_IS_BETTER = {"accuracy": True, "mae": False}
-# Test metrics that runs.csv carries besides the loss and the primary metric.
-EXTRA_TEST = {"classification": [], "regression": ["mse", "rmse"]}
-
-
-def metric_of(task: str) -> str:
-    return METRIC[task]
+from .tasks import EXTRA_TEST, GREATER_IS_BETTER, metric_of
 
 
 def read_metrics(path: str | Path) -> dict:
+    """A run's metrics.json."""
     with open(path) as fh:
         return json.load(fh)
 
 
 def read_history(path: str | Path) -> pd.DataFrame:
+    """A run's history.csv."""
     return pd.read_csv(path)
 
 
@@ -200,3 +194,31 @@ def effects_table(studies: list[dict], summaries: list[pd.DataFrame]) -> pd.Data
         frame["rank"] = frame["best_val"].rank(ascending=not higher, method="min")
         frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def lr_range_table(study: dict, suggestion_path: str | Path, out_dir: str | Path):
+    """runs.csv of an lr_range study: one row, its test, with the suggestion."""
+    s = json.loads(Path(suggestion_path).read_text())
+    test_dir = Path(suggestion_path).parent
+    row = {
+        "study": study["name"],
+        "baseline": study["baseline"],
+        "experiment": study["lr_range"],
+        "run": "lr_range",
+        "status": "ok",
+        "suggestion_rule": s["rule"] + (" (fallback: min_loss_over_10)" if s["fallback"] else ""),
+        "suggested_lr": s["suggested_lr"],
+        "steepest_lr": s["steepest_lr"],
+        "min_loss_lr": s["min_loss_lr"],
+        "min_smoothed_loss": s["min_smoothed_loss"],
+        "min_lr": s["min_lr"],
+        "max_lr": s["max_lr"],
+        "iterations_planned": s["iterations_planned"],
+        "iterations_run": s["iterations_run"],
+        "stopped_early": s["stopped_early"],
+        "stop_reason": s["stop_reason"],
+        "wall_seconds": s["timing"]["wall_seconds"],
+        "curve": os.path.relpath(test_dir / "lr_range.csv", out_dir),
+        "suggestion": os.path.relpath(suggestion_path, out_dir),
+    }
+    return pd.DataFrame([row])

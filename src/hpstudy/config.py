@@ -1,18 +1,26 @@
-"""Load, validate and fill in the configuration.
+"""Load, validate and fill in the configuration: every check of a config or a spec lives here.
 
-Validation happens once, here, where the config enters. Every error names the key path, the
-file it came from and what was expected, so a typo is found before any job is planned.
+Validation happens where the config enters: the schema (with its defaults), then the checks
+across keys (`check_config`). The planner calls the remaining checks, those that need a spec
+resolved from a baseline and a study's overrides (`check_override_path`, `check_spec`,
+`check_unique_label`, `check_cv_candidates`, `check_lr_range_source`). Every error names the
+key path, the file it came from, what was expected and what was received.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
+
+from .datasets import TASKS
+from .ids import canonical_json
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -33,6 +41,7 @@ def format_path(parts: Iterable[Any]) -> str:
 
 
 def describe_source(files: Iterable[str | Path]) -> str:
+    """The config files, comma-separated, for error messages."""
     names = [str(f) for f in files]
     return ", ".join(names) if names else "the config given on the command line"
 
@@ -84,6 +93,7 @@ def read_yaml(path: str | Path) -> Any:
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    """The config's JSON schema (workflow/schemas/config.schema.yaml) as a dict."""
     with open(path) as fh:
         return yaml.safe_load(fh)
 
@@ -106,10 +116,11 @@ def _extend_with_defaults(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
-_DefaultFilling = _extend_with_defaults(jsonschema.Draft7Validator)
+#: A Draft 7 validator that fills in the schema's defaults while it validates.
+DefaultFillingValidator = _extend_with_defaults(jsonschema.Draft7Validator)
 
 
-def _expected(error: jsonschema.ValidationError) -> str:
+def describe_expected(error: jsonschema.ValidationError) -> str:
     """One sentence saying what was expected, in the user's terms."""
     v, arg = error.validator, error.validator_value
     if v == "enum":
@@ -170,7 +181,7 @@ def _schema_summary(schema: dict) -> str:
     )
 
 
-def _received(error: jsonschema.ValidationError) -> str:
+def describe_received(error: jsonschema.ValidationError) -> str:
     if error.validator == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         return "unknown key(s) " + ", ".join(map(repr, extra))
@@ -193,17 +204,18 @@ def validate(config: dict, files: Iterable[str | Path] = (), schema: dict | None
             f"Config in {describe_source(files)}: expected a mapping with keys datasets, baselines "
             f"and studies. Received: {type(filled).__name__}."
         )
-    validator = _DefaultFilling(schema)
+    validator = DefaultFillingValidator(schema)
     errors = sorted(validator.iter_errors(filled), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         lines = []
         for err in errors[:20]:
             lines.append(
-                f"  - `{format_path(err.absolute_path)}`: expected {_expected(err)}. "
-                f"Received: {_received(err)}."
+                f"  - `{format_path(err.absolute_path)}`: expected {describe_expected(err)}. "
+                f"Received: {describe_received(err)}."
             )
         more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
         raise ConfigError(f"Invalid config ({describe_source(files)}):\n" + "\n".join(lines) + more)
+    check_config(filled, files)
     return filled
 
 
@@ -237,33 +249,203 @@ def deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m hpstudy.config FILE...`: check config files as the workflow would, run nothing.
+# Checks across keys, run by `validate` after the schema ---------------------------------------
 
-    Snakemake parses a --configfile before any workflow code runs and, when the YAML is broken,
-    says only "not valid JSON or YAML"; this names the file, the line and the column.
-    """
-    import sys
 
-    from .plan import load_plan
-
-    files = sys.argv[1:] if argv is None else argv
-    if not files:
-        print("usage: python -m hpstudy.config CONFIG.yaml [MORE.yaml ...]", file=sys.stderr)
-        return 2
-    try:
-        plan = load_plan(files)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    print(
-        f"{describe_source(files)}: valid; {len(plan.studies)} studies, "
-        f"{len(plan.experiments)} experiments, {len(plan.runs)} runs."
+def invalid(files: Iterable[str | Path], path: Iterable[Any], expected: str, received: Any):
+    """The ConfigError for one bad value: its key path, the file(s), expected and received."""
+    return ConfigError(
+        f"Invalid config ({describe_source(files)}):\n  - `{format_path(path)}`: expected "
+        f"{expected}. Received: {received!r}."
     )
-    return 0
 
 
-if __name__ == "__main__":
-    from hpstudy.config import main as _main  # the package's module, whose ConfigError plan raises
+def check_config(config: dict, files: Iterable[str | Path] = ()) -> None:
+    """The checks the schema cannot express: references between sections and between keys.
 
-    raise SystemExit(_main())
+    `config` has been validated against the schema, with defaults filled in.
+    """
+    for name, base in config["baselines"].items():
+        if base["dataset"] not in config["datasets"]:
+            expected = "one of the datasets " + ", ".join(config["datasets"])
+            raise invalid(files, ["baselines", name, "dataset"], expected, base["dataset"])
+    for name, ds in config["datasets"].items():
+        check_dataset(name, ds, files)
+    for name, study in config["studies"].items():
+        check_study(str(name), study, config, files)
+    names = [str(name) for name in config["studies"]]
+    for i, name in enumerate(config["report"]["studies"]):
+        if name not in names:
+            raise invalid(
+                files, ["report", "studies", i], "the name of a study: " + ", ".join(names), name
+            )
+
+
+def check_dataset(name: str, ds: dict, files: Iterable[str | Path] = ()) -> None:
+    """A dataset's split and scaler fit its source."""
+    split, where = ds["split"], ["datasets", name, "split"]
+    test, val = split["test"], split["validation"]
+    if isinstance(test, float) and isinstance(val, float) and test + val >= 0.95:
+        raise invalid(
+            files,
+            where,
+            "test + validation fractions < 0.95, leaving rows to train on",
+            {"test": test, "validation": val},
+        )
+    if test == "canonical" and ds["source"] in ("digits", "diabetes"):
+        expected = f"a fraction: {ds['source']} has no canonical test split"
+        raise invalid(files, [*where, "test"], expected, test)
+    if "target_by" in ds["scaler"] and TASKS[ds["source"]] == "classification":
+        raise invalid(
+            files,
+            ["datasets", name, "scaler", "target_by"],
+            f"no target scaling: {ds['source']} is a classification dataset (labels are classes)",
+            ds["scaler"]["target_by"],
+        )
+    if val == "test" and split["validation_rows"] == "head":
+        raise invalid(
+            files, [*where, "validation_rows"], "random when validation is 'test'", "head"
+        )
+
+
+def check_study(name: str, cfg: dict, config: dict, files: Iterable[str | Path] = ()) -> None:
+    """A study names a known baseline and has the keys of its kind, and only those."""
+    path, kind = ["studies", name], cfg["kind"]
+    if cfg["baseline"] not in config["baselines"]:
+        expected = "one of the baselines " + ", ".join(config["baselines"])
+        raise invalid(files, [*path, "baseline"], expected, cfg["baseline"])
+    if "cv" in cfg and kind != "cv":
+        raise invalid(files, [*path, "cv"], "`cv` only in a study of kind cv", cfg["cv"])
+    if "lr_range" in cfg and kind != "lr_range":
+        raise invalid(
+            files, [*path, "lr_range"], "`lr_range` only in a study of kind lr_range", kind
+        )
+    if kind == "cv" and "repeats" in cfg:
+        expected = "no repeats in a cv study (one run per fold)"
+        raise invalid(files, [*path, "repeats"], expected, "repeats")
+    if kind == "lr_range":
+        for key in ("factors", "variants", "grid", "reference", "repeats"):
+            if cfg.get(key):
+                expected = "no candidates in an lr_range study (set only)"
+                raise invalid(files, [*path, key], expected, key)
+        settings = cfg["lr_range"]
+        if not settings["min_lr"] < settings["max_lr"]:
+            expected = f"a number > min_lr ({settings['min_lr']})"
+            raise invalid(files, [*path, "lr_range", "max_lr"], expected, settings["max_lr"])
+    if kind == "ofat" and cfg["grid"]:
+        raise invalid(files, [*path, "grid"], "no grid in an ofat study (use factors)", "grid")
+    if kind == "ofat" and not (cfg["factors"] or cfg["variants"]):
+        raise invalid(files, path, "at least one entry in factors or variants", {})
+    if kind == "grid" and not cfg["grid"]:
+        raise invalid(files, [*path, "grid"], "a mapping of dotted paths to value lists", {})
+
+
+# Checks of resolved specs, run by the planner -------------------------------------------------
+
+
+def check_override_path(spec: dict, key: str, at: list, files: Iterable[str | Path] = ()) -> None:
+    """A dotted path that a study overrides exists in the spec it is applied to."""
+    node: Any = spec
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise invalid(files, at, _missing_path_hint(spec, key), key)
+        node = node[part]
+
+
+def _missing_path_hint(spec: dict, key: str) -> str:
+    """What `key` should have been: the keys its parent section does have, or the sections."""
+    parent, _, _ = key.rpartition(".")
+    section: Any = spec
+    for part in parent.split(".") if parent else []:
+        section = section.get(part) if isinstance(section, dict) else None
+    if parent and isinstance(section, dict):
+        hint = f"a dotted path that exists in the baseline spec; `{parent}` there has the keys "
+        hint += ", ".join(sorted(section))
+        if parent == "optimizer":  # only the chosen optimizer's own keys are in a spec
+            hint += (
+                f" (those of optimizer {section.get('name')!r}; to change the optimizer as well, "
+                "set optimizer.name in the same variant)"
+            )
+        return hint
+    return (
+        "a dotted path that exists in the baseline spec, such as optimizer.learning_rate, "
+        "model.hidden, training.batch_size or model.regularizer.l2 (sections: "
+        + ", ".join(k for k in spec if k != "version")
+        + ")"
+    )
+
+
+SPEC_SECTIONS = {
+    ("model",): "model",
+    ("optimizer",): "optimizer",
+    ("training",): "training",
+    ("data", "split"): "split",
+    ("data", "scaler"): "scaler",
+}
+
+
+def check_spec(spec: dict, path: list, files: Iterable[str | Path] = ()) -> None:
+    """Re-validate a spec after a study's overrides, so a bad value is reported where it was set."""
+    if spec["keras_backend"] not in ("tensorflow", "jax"):  # the schema's enum
+        expected = "one of tensorflow, jax for `keras_backend`"
+        raise invalid(files, path, expected, spec["keras_backend"])
+    for where, section in SPEC_SECTIONS.items():
+        value: Any = spec
+        for part in where:
+            value = value[part]
+        for err_path, expected, received in _section_errors(section, canonical_json(value)):
+            raise invalid(
+                files, path, f"{expected} for `{format_path([*where, *err_path])}`", received
+            )
+
+
+@functools.cache
+def _section_validators() -> dict:
+    """One schema validator per spec section, built once (planning stays linear)."""
+    defs = load_schema()["definitions"]
+    return {
+        section: DefaultFillingValidator(dict(defs[section], definitions=defs))
+        for section in set(SPEC_SECTIONS.values())
+    }
+
+
+@functools.lru_cache(maxsize=4096)
+def _section_errors(section: str, value_json: str) -> tuple:
+    """Schema errors of one spec section, as (path, expected, received); cached by content.
+
+    Variants of a study share most sections (a learning-rate grid changes only `optimizer`),
+    so validating each distinct section once keeps planning 10,000 experiments fast.
+    """
+    errors = _section_validators()[section].iter_errors(json.loads(value_json))
+    return tuple((tuple(e.absolute_path), describe_expected(e), e.instance) for e in errors)
+
+
+def check_unique_label(labels: set, label: str, where: list, files: Iterable[str | Path] = ()):
+    """Two distinct experiments of one study need distinct labels."""
+    if label in labels:
+        raise invalid(files, where, "variant labels unique within a study", label)
+
+
+def check_cv_candidates(labels: list, path: list, files: Iterable[str | Path] = ()) -> None:
+    """A cv study chooses between at least two distinct candidates."""
+    if len(labels) < 2:
+        raise invalid(
+            files,
+            path,
+            "at least 2 distinct candidates in a cv study (from reference, factors, "
+            "variants and grid)",
+            labels,
+        )
+
+
+def check_lr_range_source(tests: dict, baseline: str, lr: str, path: list, files=()) -> None:
+    """`lr_range:<baseline>` needs exactly one lr_range study of that baseline (`tests`: id -> study)."""
+    if len(tests) != 1:
+        found = "studies " + ", ".join(tests.values()) if tests else "none"
+        raise invalid(
+            files,
+            path,
+            f"exactly one study of kind lr_range with baseline `{baseline}` to take "
+            f"optimizer.learning_rate from (found {found})",
+            lr,
+        )

@@ -1,9 +1,8 @@
-"""k-fold cross-validation: fold construction, candidate ranking and the study tables.
+"""k-fold cross-validation: candidate ranking, the winner and the study tables.
 
 No TensorFlow here. A cv study trains every candidate once per fold: fold i's model trains on the
-training split without fold i and is validated on fold i. The folds come from the training split
-only (never the validation or test rows), seeded by the data split's seed, and stratified by class
-for classification, so every candidate of a study sees the same folds. The candidates are ranked
+training split without fold i and is validated on fold i (`prepare.fold_arrays` builds the
+folds, from the training split only, the same for every candidate). The candidates are ranked
 by the mean (± std) over folds of the validation metric at the end of training, as
 scikit-learn's GridSearchCV scores the fitted model; the winner is refit on the whole training
 split as run `r0` of its experiment and is the only model evaluated on the test split.
@@ -17,50 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import KFold, StratifiedKFold
 
 from . import analysis
 from .io import atomic_path, atomic_write_text
-
-GREATER_IS_BETTER = analysis.GREATER_IS_BETTER
-
-
-def fold_indices(y: np.ndarray, k: int, seed: int, stratify: bool) -> list[np.ndarray]:
-    """Row indices of each of the `k` folds of `y` (disjoint, covering every row, sorted)."""
-    if stratify:
-        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    else:
-        splitter = KFold(n_splits=k, shuffle=True, random_state=seed)
-    labels = np.asarray(y).reshape(len(y), -1)[:, 0] if stratify else None
-    return [np.sort(held) for _, held in splitter.split(np.zeros(len(y)), labels)]
-
-
-def fold_arrays(arrays: dict, data: dict, k: int, fold: int) -> dict:
-    """Training and validation arrays of fold `fold` of `k`, from the training split only.
-
-    `arrays` are a prepared split (x_train, y_train, ..., scaler_shift, scaler_scale) and `data`
-    its spec. A fitted scaler (standard, minmax) is refit on the fold's training rows, so no
-    statistic of the held-out fold reaches its own training. No test rows are returned.
-    """
-    stratify = data["task"] == "classification" and data["split"]["stratify"]
-    held = fold_indices(arrays["y_train"], k, data["split"]["seed"], stratify)[fold]
-    keep = np.setdiff1d(np.arange(len(arrays["y_train"])), held)
-    x, y = arrays["x_train"], arrays["y_train"]
-    x_fit, x_val = x[keep], x[held]
-    if data["scaler"]["kind"] in ("standard", "minmax"):
-        from . import prepare
-
-        shape = x.shape[1:]
-        shift, scale = arrays["scaler_shift"], arrays["scaler_scale"]
-        raw = [(a.reshape(len(a), -1).astype(np.float64) * scale + shift) for a in (x_fit, x_val)]
-        params = prepare.fit_scaler(raw[0], data["scaler"])
-        x_fit, x_val = (prepare.apply_scaler(r, params).reshape((-1, *shape)) for r in raw)
-    return {"x_train": x_fit, "y_train": y[keep], "x_val": x_val, "y_val": y[held]}
+from .tasks import GREATER_IS_BETTER, metric_of
 
 
 def score_column(task: str) -> str:
     """The metrics.json key a fold is scored by: the validation metric after the last epoch."""
-    return f"final_val_{analysis.metric_of(task)}"
+    return f"final_val_{metric_of(task)}"
 
 
 def rank(study: dict, metrics: dict) -> pd.DataFrame:
@@ -69,7 +33,7 @@ def rank(study: dict, metrics: dict) -> pd.DataFrame:
     A diverged fold scores NaN, so its candidate has no mean and ranks after every finite one.
     Ties on the mean go to the smaller std, then to the config order.
     """
-    metric = analysis.metric_of(study["task"])
+    metric = metric_of(study["task"])
     higher = GREATER_IS_BETTER[metric]
     column = score_column(study["task"])
     k = study["cv"]
@@ -113,7 +77,7 @@ def rank(study: dict, metrics: dict) -> pd.DataFrame:
 
 def winner(study: dict, ranking: pd.DataFrame) -> dict:
     """The winning candidate, and the run that refits it: `r0` of its experiment."""
-    metric = analysis.metric_of(study["task"])
+    metric = metric_of(study["task"])
     if not ranking["is_winner"].any():
         raise RuntimeError(
             f"Study {study['name']!r}: every candidate has a diverged or missing fold, so none "

@@ -201,6 +201,10 @@ SOURCES: dict[str, Source] = {
 }
 
 
+#: Source name -> task ("classification" or "regression").
+TASKS = {name: source.task for name, source in SOURCES.items()}
+
+
 def get_source(name: str) -> Source:
     """Return the registered source ``name``; ValueError naming the valid names otherwise.
 

@@ -338,3 +338,54 @@ def setup(
     if env is os.environ and "tensorflow" in sys.modules:
         _log("TensorFlow was imported before devices.setup(): the device settings may not apply")
     return place(gpus, env)
+
+
+# Facts about the host and the devices a job computed on, for metrics.json -------------------
+
+
+def _version(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def host_facts(device: str) -> dict:
+    """Where a job ran: host, device placement, versions and the backend's compute devices.
+
+    Call it after Keras is imported (by the training job): it reads Keras' backend.
+    """
+    import keras
+
+    # The installed version, without importing TensorFlow into a run on another backend.
+    tf_version = _version("tensorflow") or _version("tensorflow-cpu")
+    return {
+        "host": socket.gethostname(),
+        "device": device,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "python": sys.version.split()[0],
+        "tensorflow": tf_version,
+        "jax": _version("jax"),
+        "keras": keras.__version__,
+        "keras_backend": keras.backend.backend(),
+        "compute_devices": compute_devices(),
+    }
+
+
+def compute_devices() -> list[str]:
+    """The devices the backend actually computes on (a CPU-only build ignores visible GPUs)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return [d.name for d in tf.config.list_logical_devices() if d.device_type in ("CPU", "GPU")]
+    if backend == "jax":
+        import jax
+
+        return [str(d) for d in jax.devices()]
+    return [backend]

@@ -15,9 +15,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from .analysis import GREATER_IS_BETTER, mean_curves, metric_of  # noqa: E402
+from .analysis import mean_curves  # noqa: E402
 from .io import atomic_path  # noqa: E402
 from .observations import first_divergence  # noqa: E402
+from .tasks import GREATER_IS_BETTER, metric_of  # noqa: E402
 
 # Paul Tol's "bright" and "muted" qualitative schemes: distinguishable with colour blindness.
 PALETTE = [
@@ -111,17 +112,39 @@ def plot_study(
     the mean is drawn with a ±1 std band. Diverged runs stop at their last finite value, marked
     with a cross; a dot marks the epoch of lowest validation loss.
     """
-    metric = metric_of(study["task"])
-    palette = colours(study)
+    panels = study_panels(study["task"])
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.2), sharex=True)
+    legend, loss_values = _draw_variants(axes, panels, study, histories)
+    _label_panels(axes, panels, metric_of(study["task"]), _spans_decades(loss_values))
+    handles = legend + [
+        plt.Line2D([], [], marker="o", linestyle="", color="grey", label="lowest val loss"),
+        plt.Line2D([], [], marker="X", linestyle="", color="grey", markeredgecolor="black",
+                   label="diverged (last finite value)"),
+    ]  # fmt: skip
+    fig.legend(handles=handles, loc="lower center", ncol=min(5, len(handles)), fontsize=9,
+               frameon=False)  # fmt: skip
+    fig.suptitle(_text(study["title"]), fontsize=13)
+    rows = math.ceil(len(handles) / 5)
+    fig.tight_layout(rect=(0, 0.04 + 0.035 * rows, 1, 1))
+    save(fig, path, dpi)
+
+
+def study_panels(task: str) -> list[tuple[str, str]]:
+    """(history column, panel title) of a study figure's four panels."""
+    metric = metric_of(task)
     # The loss a model minimises: crossentropy or MSE, plus any L1/L2 penalty.
-    loss = "loss (crossentropy)" if study["task"] == "classification" else "loss (MSE)"
-    panels = [
+    loss = "loss (crossentropy)" if task == "classification" else "loss (MSE)"
+    return [
         ("loss", f"Training {loss}"),
         ("val_loss", f"Validation {loss}"),
         (metric, f"Training {METRIC_LABEL[metric]}"),
         (f"val_{metric}", f"Validation {METRIC_LABEL[metric]}"),
     ]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.2), sharex=True)
+
+
+def _draw_variants(axes, panels, study: dict, histories: dict) -> tuple[list, list]:
+    """Every variant's curves; returns the legend handles and the loss curves drawn."""
+    palette = colours(study)
     loss_values, legend = [], []
     for variant in study["variants"]:
         label = variant["label"]
@@ -149,8 +172,11 @@ def plot_study(
             plt.Line2D([], [], color=style["color"], linewidth=style["linewidth"],
                        label=_text(label if drawn else f"{label} (diverged at once: no finite value)"))
         )  # fmt: skip
+    return legend, loss_values
 
-    log_loss = _spans_decades(loss_values)
+
+def _label_panels(axes, panels, metric: str, log_loss: bool) -> None:
+    """Titles, axis labels and scales; a log-scale axis says so in its label."""
     for ax, (column, title) in zip(axes.flat, panels):
         ax.set_title(title, fontsize=11)
         ax.grid(True, alpha=0.3)
@@ -161,22 +187,10 @@ def plot_study(
             ylabel = (
                 ylabel[:-1] + ", log scale)" if ylabel.endswith(")") else f"{ylabel} (log scale)"
             )
-        ax.set_ylabel(ylabel)
-        if ax.get_yscale() == "log":
             _plain_log_axis(ax)
+        ax.set_ylabel(ylabel)
     for ax in axes[1]:
         ax.set_xlabel("epoch")
-    handles = legend + [
-        plt.Line2D([], [], marker="o", linestyle="", color="grey", label="lowest val loss"),
-        plt.Line2D([], [], marker="X", linestyle="", color="grey", markeredgecolor="black",
-                   label="diverged (last finite value)"),
-    ]  # fmt: skip
-    fig.legend(handles=handles, loc="lower center", ncol=min(5, len(handles)), fontsize=9,
-               frameon=False)  # fmt: skip
-    fig.suptitle(_text(study["title"]), fontsize=13)
-    rows = math.ceil(len(handles) / 5)
-    fig.tight_layout(rect=(0, 0.04 + 0.035 * rows, 1, 1))
-    save(fig, path, dpi)
 
 
 def _plot_variant(axes, panels, runs, style, loss_values) -> None:

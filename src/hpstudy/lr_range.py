@@ -18,7 +18,7 @@ Suggested learning rate (`suggestion`):
   leaves fewer than 3 batches (no descent to measure).
 - `min_loss_over_10`: a tenth of the learning rate at the minimum of the smoothed loss.
 
-Everything here is plain NumPy except `run`, which imports Keras: call `devices.setup()` first.
+Everything here is plain NumPy; the Keras loop that runs the test is `training.train_range_test`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -152,123 +151,3 @@ def write_curve(path: str | Path, lrs, losses, smoothed) -> None:
     lines = ["lr,loss,smoothed_loss"]
     lines += [f"{float(a)!r},{float(b)!r},{float(c)!r}" for a, b, c in zip(lrs, losses, smoothed)]
     atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def run(spec: dict, data_path: str | Path, out: dict, experiment: str, device: str = "CPU"):
-    """Run the test of an lr_range spec; write out["csv"] and out["suggestion"]. Imports Keras."""
-    import keras
-
-    from . import models, prepare
-    from .training import host_facts
-
-    started = time.time()
-    settings, training = spec["lr_range"], spec["training"]
-    lrs = schedule(settings["min_lr"], settings["max_lr"], settings["iterations"])
-    task = spec["data"]["task"]
-    arrays, info = prepare.load(data_path)
-    n_outputs = info["n_classes"] if task == "classification" else info["n_outputs"]
-    keras.utils.set_random_seed(training["seed"])
-    model = models.build_model(spec["model"], info["input_shape"], n_outputs, task)
-    # One batch per step, so the callback sees (and can change the rate of) every batch.
-    compiled = {
-        "data": spec["data"],
-        "optimizer": dict(spec["optimizer"], learning_rate=float(lrs[0])),
-        "training": {"steps_per_execution": 1},
-    }
-    models.compile_model(model, compiled, n_outputs)
-
-    class RangeCallback(keras.callbacks.Callback):
-        """Sets the learning rate before each batch and records that batch's own loss."""
-
-        def __init__(self):
-            super().__init__()
-            self.losses: list[float] = []
-            self.smoothed: list[float] = []
-            self.smoother = Smoother(settings["smoothing"])
-            self.lowest = math.inf
-            self.reason: str | None = None
-
-        def on_train_batch_begin(self, batch, logs=None):
-            if hasattr(self.model, "jax_state_sync"):  # JAX: let the trainer see our changes
-                self.model.jax_state_sync()
-            self.model.optimizer.learning_rate = float(lrs[len(self.losses)])
-            # Keras logs the running mean over the epoch; reset it so the log is this batch's loss.
-            self.model.reset_metrics()
-
-        def on_train_batch_end(self, batch, logs=None):
-            loss = float((logs or {}).get("loss", math.nan))
-            smoothed = self.smoother.update(loss)
-            self.losses.append(loss)
-            self.smoothed.append(smoothed)
-            lr = lrs[len(self.losses) - 1]
-            if should_stop(loss, smoothed, self.lowest, settings["stop_factor"]):
-                self.reason = (
-                    f"loss not finite at lr {lr:.3g}"
-                    if not math.isfinite(smoothed)
-                    else f"smoothed loss {smoothed:.4g} > {settings['stop_factor']:g} x its "
-                    f"minimum {self.lowest:.4g} at lr {lr:.3g}"
-                )
-            self.lowest = min(self.lowest, smoothed)
-            if self.reason or len(self.losses) == len(lrs):
-                self.model.stop_training = True
-
-    callback = RangeCallback()
-    steps = math.ceil(len(arrays["x_train"]) / training["batch_size"])
-    model.fit(
-        arrays["x_train"],
-        arrays["y_train"],
-        batch_size=training["batch_size"],
-        epochs=math.ceil(len(lrs) / steps),
-        shuffle=training["shuffle"],
-        callbacks=[callback],
-        verbose=0,
-    )
-    done = len(callback.losses)
-    write_curve(out["csv"], lrs[:done], callback.losses, callback.smoothed)
-    result = {
-        "experiment": experiment,
-        **suggest(lrs[:done], callback.smoothed, settings["suggestion"], len(lrs) // 10),
-        "iterations_planned": len(lrs),
-        "iterations_run": done,
-        "stopped_early": callback.reason is not None,
-        "stop_reason": callback.reason,
-        **{k: settings[k] for k in ("min_lr", "max_lr", "smoothing", "stop_factor")},
-        "batch_size": training["batch_size"],
-        "seed": training["seed"],
-        "timing": {"wall_seconds": round(time.time() - started, 3)},
-        "host": host_facts(device),
-    }
-    atomic_write_text(out["suggestion"], json.dumps(result, indent=2, sort_keys=True) + "\n")
-    return result
-
-
-def study_table(study: dict, suggestion_path: str | Path, out_dir: str | Path):
-    """runs.csv of an lr_range study: one row, its test, with the suggestion."""
-    import os
-
-    import pandas as pd
-
-    s = json.loads(Path(suggestion_path).read_text())
-    test_dir = Path(suggestion_path).parent
-    row = {
-        "study": study["name"],
-        "baseline": study["baseline"],
-        "experiment": study["lr_range"],
-        "run": "lr_range",
-        "status": "ok",
-        "suggestion_rule": s["rule"] + (" (fallback: min_loss_over_10)" if s["fallback"] else ""),
-        "suggested_lr": s["suggested_lr"],
-        "steepest_lr": s["steepest_lr"],
-        "min_loss_lr": s["min_loss_lr"],
-        "min_smoothed_loss": s["min_smoothed_loss"],
-        "min_lr": s["min_lr"],
-        "max_lr": s["max_lr"],
-        "iterations_planned": s["iterations_planned"],
-        "iterations_run": s["iterations_run"],
-        "stopped_early": s["stopped_early"],
-        "stop_reason": s["stop_reason"],
-        "wall_seconds": s["timing"]["wall_seconds"],
-        "curve": os.path.relpath(test_dir / "lr_range.csv", out_dir),
-        "suggestion": os.path.relpath(suggestion_path, out_dir),
-    }
-    return pd.DataFrame([row])

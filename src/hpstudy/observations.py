@@ -34,7 +34,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from .analysis import GREATER_IS_BETTER, mean_curves, metric_of
+from .analysis import mean_curves
+from .tasks import GREATER_IS_BETTER, metric_of
 
 OVERFIT_MIN_RISE = 0.10  # relative rise of val loss after its minimum
 OVERFIT_TAIL = 0.10  # fraction of epochs at the end over which the rise is measured

@@ -2,6 +2,11 @@
 
 The scaler is fitted on the training split only, so no statistic of the validation or test rows
 leaks into training. The result is one `.npz` without pickled objects.
+
+Cross-validation folds (`fold_arrays`) come from the training split only (never the validation
+or test rows), seeded by the data split's seed and stratified by class for classification, so
+every candidate of a cv study sees the same folds; a fitted scaler is refit on each fold's
+training rows.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from .io import atomic_path
 
@@ -162,3 +167,37 @@ def load(path: str | Path) -> tuple[dict, dict]:
         ) from None
     info = json.loads(arrays.pop("meta").tobytes().decode())
     return arrays, info
+
+
+# Cross-validation folds ----------------------------------------------------------------------
+
+
+def fold_indices(y: np.ndarray, k: int, seed: int, stratify: bool) -> list[np.ndarray]:
+    """Row indices of each of the `k` folds of `y` (disjoint, covering every row, sorted)."""
+    if stratify:
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    else:
+        splitter = KFold(n_splits=k, shuffle=True, random_state=seed)
+    labels = np.asarray(y).reshape(len(y), -1)[:, 0] if stratify else None
+    return [np.sort(held) for _, held in splitter.split(np.zeros(len(y)), labels)]
+
+
+def fold_arrays(arrays: dict, data: dict, k: int, fold: int) -> dict:
+    """Training and validation arrays of fold `fold` of `k`, from the training split only.
+
+    `arrays` are a prepared split (x_train, y_train, ..., scaler_shift, scaler_scale) and `data`
+    its spec. A fitted scaler (standard, minmax) is refit on the fold's training rows, so no
+    statistic of the held-out fold reaches its own training. No test rows are returned.
+    """
+    stratify = data["task"] == "classification" and data["split"]["stratify"]
+    held = fold_indices(arrays["y_train"], k, data["split"]["seed"], stratify)[fold]
+    keep = np.setdiff1d(np.arange(len(arrays["y_train"])), held)
+    x, y = arrays["x_train"], arrays["y_train"]
+    x_fit, x_val = x[keep], x[held]
+    if data["scaler"]["kind"] in ("standard", "minmax"):
+        shape = x.shape[1:]
+        shift, scale = arrays["scaler_shift"], arrays["scaler_scale"]
+        raw = [(a.reshape(len(a), -1).astype(np.float64) * scale + shift) for a in (x_fit, x_val)]
+        params = fit_scaler(raw[0], data["scaler"])
+        x_fit, x_val = (apply_scaler(r, params).reshape((-1, *shape)) for r in raw)
+    return {"x_train": x_fit, "y_train": y[keep], "x_val": x_val, "y_val": y[held]}

@@ -16,10 +16,10 @@ from urllib.parse import quote
 import jinja2
 import pandas as pd
 
-from .analysis import GREATER_IS_BETTER, metric_of
 from .figures import colours
 from .io import atomic_write_text
 from .observations import RULES
+from .tasks import GREATER_IS_BETTER, metric_of
 
 TEMPLATES = Path(__file__).parent / "templates"
 

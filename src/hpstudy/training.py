@@ -1,17 +1,16 @@
-"""Train one run: seeded, resumable, divergence-aware, with every output written atomically.
+"""Train one run, or run one learning-rate range test: the only stage that runs Keras' fit.
 
-Call `devices.setup()` before importing this module: it sets the thread pools, the Keras backend
-and the visible GPU, all of which must be fixed before TensorFlow starts.
+A run is seeded, resumable and divergence-aware, and writes every output atomically. Call
+`devices.setup()` before importing this module: it sets the thread pools, the Keras backend and
+the visible GPU, all of which must be fixed before TensorFlow starts. The import closure is
+Keras, numpy and the modules that read a run's inputs: no pandas, jsonschema or yaml of ours.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import socket
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -19,19 +18,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import TRAINING_VERSION, cv, lr_range, models, prepare
+from . import TRAINING_VERSION, lr_range, models, prepare
+from .devices import host_facts
 from .io import atomic_path, atomic_write_text
-
-HISTORY_METRICS = {
-    "classification": ["loss", "accuracy"],
-    "regression": ["loss", "mse", "mae", "rmse"],
-}
-PRIMARY_METRIC = {"classification": "accuracy", "regression": "mae"}
-
-
-def history_columns(task: str) -> list[str]:
-    names = HISTORY_METRICS[task]
-    return ["epoch", *names, *(f"val_{n}" for n in names), "learning_rate"]
+from .tasks import HISTORY_METRICS, PRIMARY_METRIC, history_columns
 
 
 def _number(value) -> float | None:
@@ -197,46 +187,6 @@ def process_started() -> float:
     return psutil.Process().create_time()
 
 
-def _version(metadata, dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def host_facts(device: str) -> dict:
-    from importlib import metadata
-
-    # The installed version, without importing TensorFlow into a run on another backend.
-    tf_version = _version(metadata, "tensorflow") or _version(metadata, "tensorflow-cpu")
-    return {
-        "host": socket.gethostname(),
-        "device": device,
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-        "python": sys.version.split()[0],
-        "tensorflow": tf_version,
-        "jax": _version(metadata, "jax"),
-        "keras": keras.__version__,
-        "keras_backend": keras.backend.backend(),
-        "compute_devices": _compute_devices(),
-    }
-
-
-def _compute_devices() -> list[str]:
-    """The devices the backend actually computes on (a CPU-only build ignores visible GPUs)."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return [d.name for d in tf.config.list_logical_devices() if d.device_type in ("CPU", "GPU")]
-    if backend == "jax":
-        import jax
-
-        return [str(d) for d in jax.devices()]
-    return [backend]
-
-
 def tensorboard_callbacks(run_dir: Path, enabled: bool) -> list:
     """Keras' TensorBoard callback writing to `run_dir`/tensorboard, when `enabled`."""
     if not enabled:
@@ -322,91 +272,228 @@ def train_run(
     `out` maps output names to paths. The backup directory sits beside them and is removed once
     the run has finished; a killed run resumes from it. Returns the metrics dict.
     `fold` = (i, k) trains on the training split without fold i of k and validates on fold i
-    (`cv.fold_arrays`). `lr_suggestion` is the suggestion.json of the learning-rate range test
-    that a learning rate "lr_range:<baseline>@<id>" refers to. `tensorboard` also writes
+    (`prepare.fold_arrays`). `lr_suggestion` is the suggestion.json of the learning-rate range
+    test that a learning rate "lr_range:<baseline>@<id>" refers to. `tensorboard` also writes
     TensorBoard logs to `<run dir>/tensorboard/` (results are the same either way).
     """
     started = time.time()
-    task = spec["data"]["task"]
-    arrays, info = prepare.load(data_path)
-    if fold is not None:
-        arrays = cv.fold_arrays(arrays, spec["data"], k=fold[1], fold=fold[0])
     spec, lr_source = lr_range.resolve_learning_rate(spec, lr_suggestion)
-    n_outputs = info["n_classes"] if task == "classification" else info["n_outputs"]
-    keras.utils.set_random_seed(seed)
-    model = models.build_model(spec["model"], info["input_shape"], n_outputs, task)
-    models.compile_model(model, spec, n_outputs)
-
+    arrays, info = load_inputs(spec["data"], data_path, fold)
+    model = build_compiled(spec, info, seed)
     run_dir = Path(out["history"]).parent
-    recorder = Recorder(task)
+    recorder = Recorder(spec["data"]["task"])
     checkpoint = Checkpoint(run_dir / "backup", recorder)
     checkpoint.set_model(model)
     initial_epoch = checkpoint.restore()
-    training = spec["training"]
-    # A run killed after it diverged has a backup ending in a non-finite epoch: it is finished.
-    restored_diverged = any(not math.isfinite(r["val_loss"] + r["loss"]) for r in recorder.rows)
-    if initial_epoch < training["epochs"] and not restored_diverged:
-        model.fit(
-            **fit_data(model, arrays, training, seed, initial_epoch),
-            epochs=training["epochs"],
-            initial_epoch=initial_epoch,
-            callbacks=[recorder, checkpoint, *tensorboard_callbacks(run_dir, tensorboard)],
-            verbose=0,  # the Recorder prints one line per epoch
-        )
-    diverged = recorder.diverged_epoch
-    if diverged is None:  # a resumed run that had diverged before being killed
-        diverged = next(
-            (r["epoch"] for r in recorder.rows if not math.isfinite(r["val_loss"] + r["loss"])),
-            None,
-        )
-    test = {}
-    if fold is None:  # a fold run only serves the selection: the test split is the refit's (r0)
-        test = model.evaluate(
-            arrays["x_test"],
-            arrays["y_test"],
-            batch_size=max(256, training["batch_size"]),
-            verbose=0,
-            return_dict=True,
-        )
+    callbacks = [recorder, checkpoint, *tensorboard_callbacks(run_dir, tensorboard)]
+    fit(model, arrays, spec["training"], seed, initial_epoch, callbacks)
+    diverged = diverged_epoch(recorder)
+    # A fold run only serves the selection: the test split is the refit's (r0).
+    test = evaluate_test(model, arrays, spec["training"]) if fold is None else {}
     metrics = {
         "experiment": experiment,
         "run": run,
         "seed": seed,
+        "fold": None if fold is None else {"index": fold[0], "of": fold[1]},
+        "learning_rate": lr_source,
+        **run_results(spec, model, recorder, diverged, test),
+        # Facts about timing and the host: excluded from byte-for-byte comparisons.
+        "timing": timing_facts(recorder, started, initial_epoch),
+        "host": host_facts(device),
+    }
+    write_run_outputs(out, model, recorder, metrics)
+    checkpoint.remove()
+    return metrics
+
+
+def load_inputs(data: dict, data_path: str | Path, fold: tuple[int, int] | None):
+    """The prepared arrays and their description; fold (i, k) of the training split if given."""
+    arrays, info = prepare.load(data_path)
+    if fold is not None:
+        arrays = prepare.fold_arrays(arrays, data, k=fold[1], fold=fold[0])
+    return arrays, info
+
+
+def build_compiled(spec: dict, info: dict, seed: int) -> keras.Model:
+    """The spec's model, its weights drawn from `seed`, compiled with its optimizer and loss."""
+    task = spec["data"]["task"]
+    n_outputs = info["n_classes"] if task == "classification" else info["n_outputs"]
+    keras.utils.set_random_seed(seed)
+    model = models.build_model(spec["model"], info["input_shape"], n_outputs, task)
+    return models.compile_model(model, spec, n_outputs)
+
+
+def fit(model, arrays: dict, training: dict, seed: int, initial_epoch: int, callbacks) -> None:
+    """Train from `initial_epoch` to the planned epochs, unless a restored run had diverged."""
+    recorder = callbacks[0]
+    # A run killed after it diverged has a backup ending in a non-finite epoch: it is finished.
+    if initial_epoch >= training["epochs"] or diverged_epoch(recorder) is not None:
+        return
+    model.fit(
+        **fit_data(model, arrays, training, seed, initial_epoch),
+        epochs=training["epochs"],
+        initial_epoch=initial_epoch,
+        callbacks=callbacks,
+        verbose=0,  # the Recorder prints one line per epoch
+    )
+
+
+def diverged_epoch(recorder: Recorder) -> int | None:
+    """The first epoch whose training or validation loss is not finite, if any."""
+    if recorder.diverged_epoch is not None:
+        return recorder.diverged_epoch
+    return next(
+        (r["epoch"] for r in recorder.rows if not math.isfinite(r["val_loss"] + r["loss"])), None
+    )
+
+
+def evaluate_test(model: keras.Model, arrays: dict, training: dict) -> dict:
+    """The model's loss and metrics on the test split."""
+    return model.evaluate(
+        arrays["x_test"],
+        arrays["y_test"],
+        batch_size=max(256, training["batch_size"]),
+        verbose=0,
+        return_dict=True,
+    )
+
+
+def run_results(spec: dict, model, recorder: Recorder, diverged: int | None, test: dict) -> dict:
+    """The results part of metrics.json: status, epochs, best epoch and metrics, test metrics."""
+    task = spec["data"]["task"]
+    return {
         "task": task,
         "primary_metric": PRIMARY_METRIC[task],
         "status": "diverged" if diverged else "ok",
         "diverged_epoch": diverged,
         "epochs_run": len(recorder.rows),
-        "epochs_planned": training["epochs"],
+        "epochs_planned": spec["training"]["epochs"],
         "params": int(model.count_params()),
         "training_version": TRAINING_VERSION,
-        "fold": None if fold is None else {"index": fold[0], "of": fold[1]},
-        "learning_rate": lr_source,
         **summarise(recorder.rows, task),
         # A diverged model's test scores mean nothing (NaN weights still give an accuracy).
         **{f"test_{k}": None if diverged else _number(v) for k, v in sorted(test.items())},
-        # Facts about timing and the host: excluded from byte-for-byte comparisons.
-        "timing": {
-            "wall_seconds": round(time.time() - started, 3),
-            # From the start of the process (interpreter, imports, data, model) to the first
-            # epoch; None for a resumed run, whose start-up is not that of the whole run.
-            "startup_seconds": (
-                round(recorder.train_began - process_started(), 3)
-                if recorder.train_began and initial_epoch == 0
-                else None
-            ),
-            "first_epoch_seconds": (
-                round(recorder.seconds[0], 3) if recorder.seconds and initial_epoch == 0 else None
-            ),
-            "fit_seconds": round(sum(recorder.seconds), 3),
-            "seconds_per_epoch": round(sum(recorder.seconds) / max(1, len(recorder.seconds)), 6),
-        },
-        "host": host_facts(device),
     }
-    write_history(out["history"], recorder.rows, task)
+
+
+def timing_facts(recorder: Recorder, started: float, initial_epoch: int) -> dict:
+    """Wall, start-up, first-epoch and fit seconds of a run (start-up only for a fresh run)."""
+    fresh = initial_epoch == 0
+    seconds = recorder.seconds
+    return {
+        "wall_seconds": round(time.time() - started, 3),
+        # From the start of the process (interpreter, imports, data, model) to the first
+        # epoch; None for a resumed run, whose start-up is not that of the whole run.
+        "startup_seconds": (
+            round(recorder.train_began - process_started(), 3)
+            if recorder.train_began and fresh
+            else None
+        ),
+        "first_epoch_seconds": round(seconds[0], 3) if seconds and fresh else None,
+        "fit_seconds": round(sum(seconds), 3),
+        "seconds_per_epoch": round(sum(seconds) / max(1, len(seconds)), 6),
+    }
+
+
+def write_run_outputs(out: dict, model: keras.Model, recorder: Recorder, metrics: dict) -> None:
+    """history.csv, timing.csv, model.keras, then metrics.json (the rule's last output)."""
+    write_history(out["history"], recorder.rows, metrics["task"])
     write_timing(out["timing"], recorder.seconds)
     with atomic_path(out["model"], suffix=".keras") as tmp:
         model.save(tmp)
     atomic_write_text(out["metrics"], json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    checkpoint.remove()
-    return metrics
+
+
+# Learning-rate range test ---------------------------------------------------------------------
+
+
+class RangeCallback(keras.callbacks.Callback):
+    """Sets the learning rate before each batch and records that batch's own loss.
+
+    `lrs` is the schedule (`lr_range.schedule`); `settings` the spec's `lr_range` section.
+    Stops training after the last scheduled batch or when `lr_range.should_stop` says so.
+    """
+
+    def __init__(self, lrs: np.ndarray, settings: dict):
+        super().__init__()
+        self.lrs = lrs
+        self.stop_factor = settings["stop_factor"]
+        self.losses: list[float] = []
+        self.smoothed: list[float] = []
+        self.smoother = lr_range.Smoother(settings["smoothing"])
+        self.lowest = math.inf
+        self.reason: str | None = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if hasattr(self.model, "jax_state_sync"):  # JAX: let the trainer see our changes
+            self.model.jax_state_sync()
+        self.model.optimizer.learning_rate = float(self.lrs[len(self.losses)])
+        # Keras logs the running mean over the epoch; reset it so the log is this batch's loss.
+        self.model.reset_metrics()
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", math.nan))
+        smoothed = self.smoother.update(loss)
+        self.losses.append(loss)
+        self.smoothed.append(smoothed)
+        lr = self.lrs[len(self.losses) - 1]
+        if lr_range.should_stop(loss, smoothed, self.lowest, self.stop_factor):
+            self.reason = (
+                f"loss not finite at lr {lr:.3g}"
+                if not math.isfinite(smoothed)
+                else f"smoothed loss {smoothed:.4g} > {self.stop_factor:g} x its "
+                f"minimum {self.lowest:.4g} at lr {lr:.3g}"
+            )
+        self.lowest = min(self.lowest, smoothed)
+        if self.reason or len(self.losses) == len(self.lrs):
+            self.model.stop_training = True
+
+
+def train_range_test(
+    spec: dict, data_path: str | Path, out: dict, experiment: str, device: str = "CPU"
+) -> dict:
+    """Run the range test of an lr_range spec; write out["csv"] and out["suggestion"].
+
+    The method (schedule, smoothing, stop rule, suggestion) is described in `lr_range`.
+    Returns the suggestion dict that suggestion.json holds.
+    """
+    started = time.time()
+    settings, training = spec["lr_range"], spec["training"]
+    lrs = lr_range.schedule(settings["min_lr"], settings["max_lr"], settings["iterations"])
+    arrays, info = prepare.load(data_path)
+    # One batch per step, so the callback sees (and can change the rate of) every batch.
+    compiled = {
+        "data": spec["data"],
+        "model": spec["model"],
+        "optimizer": dict(spec["optimizer"], learning_rate=float(lrs[0])),
+        "training": {"steps_per_execution": 1},
+    }
+    model = build_compiled(compiled, info, training["seed"])
+    callback = RangeCallback(lrs, settings)
+    steps = math.ceil(len(arrays["x_train"]) / training["batch_size"])
+    model.fit(
+        arrays["x_train"],
+        arrays["y_train"],
+        batch_size=training["batch_size"],
+        epochs=math.ceil(len(lrs) / steps),
+        shuffle=training["shuffle"],
+        callbacks=[callback],
+        verbose=0,
+    )
+    done = len(callback.losses)
+    lr_range.write_curve(out["csv"], lrs[:done], callback.losses, callback.smoothed)
+    result = {
+        "experiment": experiment,
+        **lr_range.suggest(lrs[:done], callback.smoothed, settings["suggestion"], len(lrs) // 10),
+        "iterations_planned": len(lrs),
+        "iterations_run": done,
+        "stopped_early": callback.reason is not None,
+        "stop_reason": callback.reason,
+        **{k: settings[k] for k in ("min_lr", "max_lr", "smoothing", "stop_factor")},
+        "batch_size": training["batch_size"],
+        "seed": training["seed"],
+        "timing": {"wall_seconds": round(time.time() - started, 3)},
+        "host": host_facts(device),
+    }
+    atomic_write_text(out["suggestion"], json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return result

@@ -15,7 +15,8 @@ os.environ.update(
 
 from hpstudy.config import ConfigError
 from hpstudy.datasets import raw_paths
-from hpstudy.plan import canonical_json, load_plan, lr_range_of
+from hpstudy.ids import canonical_json
+from hpstudy.plan import load_plan, lr_range_of
 
 try:
     PLAN = load_plan(list(workflow.configfiles), config)

@@ -1,7 +1,6 @@
-"""Snakemake script: convert one dataset source's raw files into a canonical .npz.
+"""Convert one dataset source's raw files into a canonical .npz (rule convert_dataset).
 
-Expects ``wildcards.source``, ``input`` (the raw files; empty for the bundled
-scikit-learn datasets), ``output[0]`` (the .npz) and ``log``.
+Bundled scikit-learn datasets have no raw files, hence no input and no raw directory.
 """
 
 import logging
@@ -9,21 +8,9 @@ import sys
 from pathlib import Path
 
 from hpstudy.datasets import convert
+from hpstudy.io import redirect_output
 
-snakemake = globals()["snakemake"]  # injected by Snakemake's script: directive
-logger = logging.getLogger("hpstudy.scripts.convert_dataset")
-
-with open(snakemake.log[0], "w") as log:
-    sys.stderr = sys.stdout = log
-    logging.basicConfig(stream=log, level=logging.INFO, format="%(asctime)s %(message)s")
-    try:
-        # Bundled datasets have no raw files, hence no input and no raw directory.
-        raw_dir = Path(snakemake.input[0]).parent if len(snakemake.input) else None
-        convert(snakemake.wildcards.source, raw_dir, snakemake.output[0])
-    except Exception:
-        logger.exception("conversion of %s failed", snakemake.wildcards.source)
-        raise
-    finally:
-        # Restored so the traceback of an error also reaches the console,
-        # instead of a closed log file ("lost sys.stderr").
-        sys.stderr, sys.stdout = sys.__stderr__, sys.__stdout__
+redirect_output(snakemake.log[0])
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
+raw_dir = Path(snakemake.input[0]).parent if len(snakemake.input) else None
+convert(snakemake.wildcards.source, raw_dir, snakemake.output[0])

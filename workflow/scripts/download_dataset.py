@@ -11,9 +11,9 @@ from pathlib import Path
 from hpstudy.datasets import download
 from hpstudy.io import redirect_output
 
-redirect_output(snakemake.log[0])  # noqa: F821  (an error also reaches the terminal)
+redirect_output(snakemake.log[0])
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
-paths = download(snakemake.params.source, Path(snakemake.output[0]).parent)  # noqa: F821
-missing = sorted(set(map(str, snakemake.output)) - set(map(str, paths)))  # noqa: F821
+paths = download(snakemake.params.source, Path(snakemake.output[0]).parent)
+missing = sorted(set(map(str, snakemake.output)) - set(map(str, paths)))
 if missing:  # the rule's outputs must be exactly what download() writes
     raise RuntimeError(f"download() did not produce the declared outputs {missing}")

@@ -11,9 +11,9 @@ device = devices.setup(
     threads=snakemake.threads, backend=spec["keras_backend"], gpus=snakemake.resources.gpu
 )
 
-from hpstudy import lr_range  # after devices.setup; lr_range.run imports Keras
+from hpstudy import training  # after devices.setup, which configures TensorFlow
 
-result = lr_range.run(
+result = training.train_range_test(
     spec=spec,
     data_path=snakemake.input.data,
     out=dict(snakemake.output.items()),

@@ -6,10 +6,10 @@ from pathlib import Path
 from hpstudy import analysis, figures
 from hpstudy.io import redirect_output
 
-redirect_output(snakemake.log[0])  # noqa: F821
-study = json.loads(snakemake.params.study)  # noqa: F821
+redirect_output(snakemake.log[0])
+study = json.loads(snakemake.params.study)
 histories = {
     v["label"]: [analysis.read_history(Path(r["dir"]) / "history.csv") for r in v["runs"]]
     for v in study["variants"]
 }
-figures.plot_study(study, histories, snakemake.output[0])  # noqa: F821
+figures.plot_study(study, histories, snakemake.output[0])

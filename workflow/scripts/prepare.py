@@ -6,9 +6,9 @@ from hpstudy import prepare
 from hpstudy.datasets import load_npz
 from hpstudy.io import redirect_output
 
-redirect_output(snakemake.log[0])  # noqa: F821
-data = json.loads(snakemake.params.data)  # noqa: F821
-arrays = prepare.prepare(load_npz(snakemake.input[0]), data)  # noqa: F821
+redirect_output(snakemake.log[0])
+data = json.loads(snakemake.params.data)
+arrays = prepare.prepare(load_npz(snakemake.input[0]), data)
 info = prepare.describe(arrays, data)
-prepare.save(arrays, snakemake.output[0], info)  # noqa: F821
+prepare.save(arrays, snakemake.output[0], info)
 print(json.dumps(info, indent=2))

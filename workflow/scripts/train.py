@@ -5,28 +5,28 @@ import json
 from hpstudy import devices
 from hpstudy.io import redirect_output
 
-redirect_output(snakemake.log[0])  # noqa: F821
-spec = json.loads(snakemake.params.spec)  # noqa: F821
+redirect_output(snakemake.log[0])
+spec = json.loads(snakemake.params.spec)
 device = devices.setup(
-    threads=snakemake.threads,  # noqa: F821
+    threads=snakemake.threads,
     backend=spec["keras_backend"],
-    gpus=snakemake.resources.gpu,  # noqa: F821
+    gpus=snakemake.resources.gpu,
 )
 
-from hpstudy import training  # noqa: E402  (after devices.setup, which configures TensorFlow)
-from hpstudy.plan import parse_run  # noqa: E402
+from hpstudy import training  # after devices.setup, which configures TensorFlow
+from hpstudy.ids import parse_run
 
-run = parse_run(snakemake.wildcards.run)  # noqa: F821  {"repeat": i} or {"fold": i, "folds": k}
+run = parse_run(snakemake.wildcards.run)
 
 training.train_run(
     spec=spec,
-    data_path=snakemake.input.data,  # noqa: F821
-    out=dict(snakemake.output.items()),  # noqa: F821
-    seed=snakemake.params.seed,  # noqa: F821
-    run=snakemake.wildcards.run,  # noqa: F821
-    experiment=snakemake.wildcards.exp,  # noqa: F821
+    data_path=snakemake.input.data,
+    out=dict(snakemake.output.items()),
+    seed=snakemake.params.seed,
+    run=snakemake.wildcards.run,
+    experiment=snakemake.wildcards.exp,
     device=device,
     fold=(run["fold"], run["folds"]) if "fold" in run else None,
-    lr_suggestion=(list(snakemake.input.lr) or [None])[0],  # noqa: F821
-    tensorboard=snakemake.params.tensorboard,  # noqa: F821
+    lr_suggestion=(list(snakemake.input.lr) or [None])[0],
+    tensorboard=snakemake.params.tensorboard,
 )

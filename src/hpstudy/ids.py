@@ -1,0 +1,55 @@
+"""How things are named: experiment ids, run names, seeds and path-safe study names.
+
+Pure standard library, so a training job can parse its run name without importing the planner.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+HASH_LENGTH = 10
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal specs give equal strings."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def short_hash(obj: Any, length: int = HASH_LENGTH) -> str:
+    """The first `length` hex digits of the SHA-256 of `obj`'s canonical JSON."""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
+
+
+def slugify(name: str, taken: set[str] | None = None) -> str:
+    """A path-safe name: [a-z0-9_-] only, never `..`; a hash suffix keeps distinct names apart."""
+    slug = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-_")[:40] or "study"
+    if slug != name:
+        slug = f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:6]}"
+    if taken is not None:
+        base, n = slug, 2
+        while slug in taken:
+            slug, n = f"{base}-{n}", n + 1
+        taken.add(slug)
+    return slug
+
+
+def derive_seed(seed: int, kind: str, index: int) -> int:
+    """Seed of repeat/fold `index`: repeat 0 keeps the spec's seed, the others derive their own."""
+    if kind == "repeat" and index == 0:
+        return seed
+    digest = hashlib.sha256(f"{seed}:{kind}:{index}".encode()).hexdigest()
+    return int(digest[:8], 16) % (2**31 - 1)
+
+
+RUN_NAME = re.compile(r"^(?:r(?P<repeat>\d+)|f(?P<fold>\d+)of(?P<folds>\d+))$")
+
+
+def parse_run(name: str) -> dict:
+    """`r3` -> {"repeat": 3}; `f1of5` -> {"fold": 1, "folds": 5} (the run wildcard's two forms)."""
+    match = RUN_NAME.match(name)
+    if not match or (match["fold"] and not int(match["fold"]) < int(match["folds"])):
+        raise ValueError(f"Expected a run name r<repeat> or f<fold>of<k>. Received: {name!r}")
+    return {k: int(v) for k, v in match.groupdict().items() if v is not None}

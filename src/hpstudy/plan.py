@@ -263,6 +263,20 @@ class Plan:
         """Slugs of the lr_range studies that the report shows."""
         return [s for s in self._chosen_studies() if self.studies[s].kind == "lr_range"]
 
+    def fused_repeats(self) -> dict:
+        """Experiment id -> R, for the experiments whose repeats r0..r<R-1> train in one job.
+
+        Those with two or more repeats, when `execution.fuse_repeats` is on (TensorBoard logs are
+        written per job, so they keep one job per repeat). A cv study's fold runs never fuse.
+        """
+        if not self.config["execution"]["fuse_repeats"] or self.config["logging"]["tensorboard"]:
+            return {}
+        counts: dict = {}
+        for run in self.runs.values():
+            if run.repeat is not None:
+                counts[run.experiment] = counts.get(run.experiment, 0) + 1
+        return {exp: n for exp, n in counts.items() if n >= 2}
+
     def lr_range_users(self, test_id: str) -> list:
         """(study title, variant label, experiment id) of every variant that takes the suggestion."""
         return [

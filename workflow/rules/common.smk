@@ -72,6 +72,33 @@ def get_run_data(wildcards):
     return data_path(PLAN.experiments[wildcards.exp].prep_id)
 
 
+# A run's outputs, as (name, extension): the `train` rule's and each fused rule's.
+RUN_OUTPUTS = [
+    ("history", "csv"),
+    ("timing", "csv"),
+    ("metrics", "json"),
+    ("model", "keras"),
+]
+
+
+def repeats_of(exp):
+    return [PLAN.runs[f"{exp}/r{k}"] for k in range(PLAN.fused_repeats()[exp])]
+
+
+def get_repeats_data(wildcards):
+    """The prepared data of each repeat of a fused experiment, in repeat order."""
+    return [get_run_data(wildcards) for _ in repeats_of(wildcards.exp)]
+
+
+def get_repeat_seeds(wildcards):
+    return [run.seed for run in repeats_of(wildcards.exp)]
+
+
+def get_repeats_mem_mb(wildcards):
+    """The job's memory: `resources.mem_mb` holds one model; the towers add theirs."""
+    return RES["mem_mb"]
+
+
 def get_spec_json(wildcards):
     return PLAN.experiments[wildcards.exp].json
 

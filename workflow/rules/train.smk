@@ -34,3 +34,44 @@ rule train:
         tensorboard=PLAN.config["logging"]["tensorboard"],
     script:
         "../scripts/train.py"
+
+
+# The repeats of an experiment trained together (execution.fuse_repeats, hpstudy.fused): one job
+# writes the outputs of runs r0..r<R-1>, the same files as R `train` jobs would. One rule per R,
+# since a rule's outputs are fixed; each takes only the experiments with R repeats.
+FUSED = PLAN.fused_repeats()
+for _r in sorted(set(FUSED.values())):
+
+    rule:
+        name:
+            f"train_{_r}_repeats"
+        input:
+            data=get_repeats_data,
+            lr=get_lr_suggestion,
+        output:
+            **{
+                name: [f"results/runs/{{exp}}/r{k}/{name}.{ext}" for k in range(_r)]
+                for name, ext in RUN_OUTPUTS
+            },
+        log:
+            f"results/runs/{{exp}}/train-{_r}-repeats.log",
+        benchmark:
+            f"results/runs/{{exp}}/train-{_r}-repeats.benchmark.tsv"
+        wildcard_constraints:
+            exp="|".join(sorted(e for e, n in FUSED.items() if n == _r)),
+        conda:
+            "../../envs/train.yaml"
+        threads: RES["threads"]
+        resources:
+            mem_mb=get_repeats_mem_mb,
+            runtime=lambda wildcards, attempt: RES["runtime"] * attempt,
+            gpu=RES["gpu"],
+            gpu_model=RES["gpu_model"],
+        params:
+            spec=get_spec_json,
+            seeds=get_repeat_seeds,
+        script:
+            "../scripts/train_repeats.py"
+
+    # A fused experiment's runs come from its fused job, never from `train`.
+    workflow.ruleorder(f"train_{_r}_repeats", "train")

@@ -1,0 +1,141 @@
+"""Fused repeats: R towers in one Keras program give each repeat the numbers of its run trained
+alone (TensorFlow, CPU), whatever R; a diverging tower does not touch the others; a job cut off
+mid-training resumes every tower to the same bytes; each tower's model.keras is the single model."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+from helpers import TINY_CONFIG, plan_of, prepared_digits
+
+from hpstudy import devices
+
+devices.setup(threads=1, backend="tensorflow", gpus=0)
+
+from hpstudy import fused, training  # noqa: E402  (after devices.setup)
+from hpstudy.ids import derive_seed  # noqa: E402
+
+OUTPUTS = {"history": "history.csv", "timing": "timing.csv", "metrics": "metrics.json",
+           "model": "model.keras"}  # fmt: skip
+
+
+def experiment(epochs=20, **model):
+    cfg = copy.deepcopy(TINY_CONFIG)
+    base = cfg["baselines"]["b"]
+    base["training"]["epochs"] = epochs
+    base["model"] = {"hidden": [24, 12], **model}
+    base["optimizer"] = {"name": "adam", "learning_rate": 0.005}
+    exp = next(iter(plan_of(cfg).experiments.values()))
+    seeds = [derive_seed(exp.spec["training"]["seed"], "repeat", k) for k in range(5)]
+    return exp, seeds
+
+
+def outs(directory):
+    return {name: str(directory / file) for name, file in OUTPUTS.items()}
+
+
+def alone(exp, seed, data, directory, run="r0"):
+    training.train_run(exp.spec, data, outs(directory), seed, run, exp.id)
+    return directory
+
+
+def together(exp, seeds, data, root):
+    dirs = [root / f"r{k}" for k in range(len(seeds))]
+    runs = [f"r{k}" for k in range(len(seeds))]
+    fused.train_repeats(exp.spec, [data] * len(seeds), [outs(d) for d in dirs], seeds, runs, exp.id)
+    return dirs
+
+
+def same_results(a, b) -> bool:
+    """history.csv byte for byte, and metrics.json apart from timing and host."""
+    if (a / "history.csv").read_bytes() != (b / "history.csv").read_bytes():
+        return False
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
+    drop = ("timing", "host")
+    return {k: v for k, v in ma.items() if k not in drop} == {
+        k: v for k, v in mb.items() if k not in drop
+    }
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    exp, _ = experiment()
+    return prepared_digits(tmp_path_factory.mktemp("fused-data"), exp.spec["data"])
+
+
+def test_each_tower_equals_its_run_trained_alone_and_does_not_depend_on_r(data, tmp_path):
+    exp, seeds = experiment(epochs=20)
+    three = together(exp, seeds[:3], data, tmp_path / "three")
+    one = together(exp, seeds[1:2], data, tmp_path / "one")  # r1's seed in a fused job of one
+    for k in range(3):
+        ref = alone(exp, seeds[k], data, tmp_path / f"alone{k}", f"r{k}")
+        assert same_results(ref, three[k]), k
+    assert (one[0] / "history.csv").read_bytes() == (three[1] / "history.csv").read_bytes()
+    metrics = json.loads((three[0] / "metrics.json").read_text())
+    assert metrics["timing"]["fused_repeats"] == 3 and metrics["status"] == "ok"
+    assert not (tmp_path / "three" / "backup-3-repeats").exists()  # removed once finished
+
+
+def test_dropout_towers_equal_their_runs_alone_and_five_towers_give_the_same(data, tmp_path):
+    exp, seeds = experiment(epochs=6, dropout={"rate": 0.3})
+    five = together(exp, seeds, data, tmp_path / "five")
+    three = together(exp, seeds[:3], data, tmp_path / "three")
+    for k in (0, 2):
+        assert same_results(alone(exp, seeds[k], data, tmp_path / f"alone{k}", f"r{k}"), five[k])
+        assert (three[k] / "history.csv").read_bytes() == (five[k] / "history.csv").read_bytes()
+
+
+def test_a_diverging_tower_is_recorded_and_the_others_train_unharmed(data, tmp_path, monkeypatch):
+    exp, seeds = experiment(epochs=5)
+    build = training.build_compiled
+
+    def poisoned(spec, info, seed):  # repeat 1 starts from NaN weights: it diverges at epoch 1
+        model = build(spec, info, seed)
+        if seed == seeds[1]:
+            weights = model.get_weights()
+            weights[-1][:] = math.nan  # the output bias: ReLU would squash a NaN before it
+            model.set_weights(weights)
+        return model
+
+    monkeypatch.setattr(fused, "build_compiled", poisoned)
+    dirs = together(exp, seeds[:3], data, tmp_path / "fused")
+    bad = json.loads((dirs[1] / "metrics.json").read_text())
+    assert bad["status"] == "diverged" and bad["diverged_epoch"] == 1
+    assert bad["epochs_run"] == 1 and bad["test_accuracy"] is None
+    for k in (0, 2):
+        assert same_results(alone(exp, seeds[k], data, tmp_path / f"alone{k}", f"r{k}"), dirs[k])
+
+
+def test_a_job_cut_off_mid_training_resumes_every_tower_to_the_same_bytes(
+    data, tmp_path, monkeypatch
+):
+    exp, seeds = experiment(epochs=6, dropout={"rate": 0.2})
+    whole = together(exp, seeds[:2], data, tmp_path / "whole")
+    epoch_end = fused.FusedRecorder.on_epoch_end
+
+    def killed_after_epoch_3(self, epoch, logs=None):
+        epoch_end(self, epoch, logs)
+        if epoch == 3:  # before this epoch's backup: the job resumes from epoch 3's end
+            raise KeyboardInterrupt("killed")
+
+    cut = tmp_path / "cut"
+    monkeypatch.setattr(fused.FusedRecorder, "on_epoch_end", killed_after_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        together(exp, seeds[:2], data, cut)
+    assert (cut / "backup-2-repeats" / "state.npz").exists()
+    assert not (cut / "r0" / "metrics.json").exists()
+    monkeypatch.setattr(fused.FusedRecorder, "on_epoch_end", epoch_end)
+    resumed = together(exp, seeds[:2], data, cut)
+    for a, b in zip(whole, resumed):
+        assert same_results(a, b)
+
+
+def test_a_towers_model_keras_is_the_single_model(data, tmp_path):
+    exp, seeds = experiment(epochs=2)
+    dirs = together(exp, seeds[:2], data, tmp_path)
+    model = training.load_model(dirs[1] / "model.keras")
+    assert model.name == "mlp" and len(model.inputs) == 1 and len(model.outputs) == 1
+    assert model.count_params() == json.loads((dirs[1] / "metrics.json").read_text())["params"]

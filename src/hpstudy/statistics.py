@@ -116,6 +116,11 @@ class Comparison:
     variant_sd: float = _NAN
     baseline_sd: float = _NAN
 
+    @staticmethod
+    def fields(prefix: str = "") -> tuple[str, ...]:
+        """The keys of `as_dict(prefix)`, in order (the columns of summary.csv)."""
+        return tuple(prefix + key for key in _DICT_KEYS)
+
     def as_dict(self, prefix: str = "") -> dict:
         """The reported fields (delta, CIs, p-values, P(better), verdict, ...), keys prefixed."""
         return {prefix + key: getattr(self, key) for key in _DICT_KEYS}

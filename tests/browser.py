@@ -46,6 +46,10 @@ INSPECT = """
       .map(a => a.getAttribute('href').slice(1)).filter(id => !document.getElementById(id)),
     scrollWidth: document.documentElement.scrollWidth,
     title: document.title,
+    verdicts: Array.from(document.querySelectorAll('table.study-table td.verdict'))
+      .map(td => td.innerText.trim()).filter(t => t),
+    bestBadges: Array.from(document.querySelectorAll('table.study-table .badge'))
+      .map(b => b.innerText.trim()).filter(t => t === 'best').length,
   };
 })()
 """

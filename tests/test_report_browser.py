@@ -99,6 +99,16 @@ def test_report_reads_cleanly_in_chromium(finished):
     assert facts["brokenAnchors"] == []
     assert not [link for link in facts["links"] if re.match(r"(https?:)?//", link)]
     assert facts["scrollWidth"] <= 1366  # no sideways scrolling on a laptop screen
+    # a verdict for every variant against its baseline, as a reader sees it: lr (2 repeats per
+    # variant) gets a test; act (1 run) gets none
+    verdicts = facts["verdicts"]
+    assert len(verdicts) == 3, verdicts
+    assert any(v.startswith("single run") for v in verdicts), verdicts
+    assert any(v.split(" (")[0].split(",")[0] in ("better", "worse", "no detectable difference")
+               for v in verdicts), verdicts  # fmt: skip
+    # "best" only for a variant detectably better: never for a single run
+    summaries = [pd.read_csv(finished / f"results/studies/{s}/summary.csv") for s in ("lr", "act")]
+    assert facts["bestBadges"] == sum(int((t["verdict"] == "better").any()) for t in summaries)
     assert shot.stat().st_size > 10_000
 
 
@@ -109,6 +119,12 @@ def test_report_content(finished):
     assert "http://" not in html and "https://" not in html
     # the diverging variant is marked in its table and explained in its observations
     assert "diverged 2/2" in html
+    # every comparison with its uncertainty; the method is stated in the report
+    summary = pd.read_csv(finished / "results/studies/lr/summary.csv")
+    for column in ("delta_mean", "delta_ci_low", "delta_ci_high", "p_value", "p_adjusted",
+                   "prob_better", "verdict", "test_delta_mean", "test_verdict"):  # fmt: skip
+        assert column in summary, column
+    assert "How the verdicts are made" in html and "Welch" in html and "Holm" in html
     assert re.search(r"learning_rate=1e\+06</strong>: diverged at epoch \d+", html)
     # provenance: training versions from the runs, the config as given, every resolved spec
     assert "2.21.0" in html and "3.15.1" in html  # TensorFlow and Keras, as the runs recorded

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import statistics
 from .plan import format_value
 from .tasks import EXTRA_TEST, GREATER_IS_BETTER, metric_of
 
@@ -142,12 +143,53 @@ def summary_table(runs: pd.DataFrame, study: dict) -> pd.DataFrame:
     ref = table[table["is_reference"]]
     ref_value = float(ref[col].iloc[0]) if len(ref) else math.nan
     table["delta_vs_reference"] = table[col] - ref_value
-    scores = table[col].astype(float)
-    table["is_best"] = False
-    if scores.notna().any():
-        best = scores.idxmax() if better_high else scores.idxmin()
-        table.loc[best, "is_best"] = True
+    for prefix, score in (("", f"best_val_{metric}"), ("test_", f"test_{metric}")):
+        verdicts = compare_with_reference(runs, study, score, prefix)
+        table = pd.concat([table, verdicts], axis=1)
+    table["is_best"] = best_of(table, better_high)
     return table
+
+
+def compare_with_reference(runs: pd.DataFrame, study: dict, score: str, prefix: str = ""):
+    """Each variant's runs against the reference's on `score`: difference, CI, tests, verdict.
+
+    One row per variant of `study` (the reference's row, and every row of a study without a
+    reference, is empty). The variants of a study are one family for Holm's adjustment. The
+    columns are those of `statistics.Comparison.as_dict(prefix)`; see `statistics` for the methods.
+    """
+    higher = GREATER_IS_BETTER[metric_of(study["task"])]
+    labels = [v["label"] for v in study["variants"]]
+    ref = next((v["label"] for v in study["variants"] if v["is_reference"]), None)
+
+    def scores(label):
+        return pd.to_numeric(runs.loc[runs["variant"] == label, score], errors="coerce").to_numpy()
+
+    others = [label for label in labels if label != ref]
+    found = {}
+    if ref is not None and others:
+        compared = [statistics.compare_runs(scores(o), scores(ref), higher) for o in others]
+        found = dict(zip(others, statistics.adjust(compared, higher)))
+    columns = list(statistics.Comparison.fields(prefix))
+    rows = [found[label].as_dict(prefix) if label in found else {} for label in labels]
+    table = pd.DataFrame(rows, columns=columns)
+    for key in ("seeds_needed", "n_variant", "n_baseline"):  # counts, not floats, in the CSV
+        table[prefix + key] = pd.to_numeric(table[prefix + key]).astype("Int64")
+    return table
+
+
+def best_of(table: pd.DataFrame, higher: bool) -> pd.Series:
+    """The "best" flag: the variant with the best mean among those whose verdict is `better`.
+
+    No variant is best when none beats the reference detectably: a point estimate is no verdict.
+    """
+    flag = pd.Series(False, index=table.index)
+    if "verdict" not in table:
+        return flag
+    better = table[table["verdict"] == "better"]
+    col = next(c for c in table.columns if c.startswith("best_val_") and c.endswith("_mean"))
+    if len(better):
+        flag[better[col].idxmax() if higher else better[col].idxmin()] = True
+    return flag
 
 
 def mean_curves(histories: list[pd.DataFrame], column: str) -> pd.DataFrame:
@@ -163,8 +205,10 @@ def effects_table(studies: list[dict], summaries: list[pd.DataFrame]) -> pd.Data
     """Across studies: each variant's best validation metric against its study's reference.
 
     One row per variant (reference included), in study order: `delta` is the variant's mean best
-    val metric minus the reference's, `better` says whether that is an improvement for the metric,
-    `rank` orders a study's variants from best (1) to worst.
+    val metric minus the reference's, with its 95% CI (`delta_ci_low`, `delta_ci_high`), Holm-
+    adjusted p-value, P(variant run beats a baseline run) and verdict from `summary_table`;
+    `better` says whether the point estimate is an improvement (not a verdict), `rank` orders a
+    study's variants from best (1) to worst by their means.
     """
     frames = []
     for study, summary in zip(studies, summaries):
@@ -186,6 +230,17 @@ def effects_table(studies: list[dict], summaries: list[pd.DataFrame]) -> pd.Data
                 "runs": summary["runs"],
                 "best_val": summary[col],
                 "reference_best_val": ref_value,
+                **{
+                    k: summary.get(k)
+                    for k in (
+                        "delta_ci_low",
+                        "delta_ci_high",
+                        "p_adjusted",
+                        "prob_better",
+                        "verdict",
+                        "seeds_needed",
+                    )
+                },
             }
         )
         frame["delta"] = frame["best_val"] - ref_value

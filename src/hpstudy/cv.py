@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import analysis
+from . import analysis, statistics
 from .io import atomic_path, atomic_write_text
 from .tasks import GREATER_IS_BETTER, metric_of
 
@@ -72,7 +72,39 @@ def rank(study: dict, metrics: dict) -> pd.DataFrame:
     table["is_winner"] = False
     if np.isfinite(table.loc[0, f"val_{metric}_mean"]):
         table.loc[0, "is_winner"] = True
-    return table
+    return pd.concat([table, against_winner(table, metric, higher, k)], axis=1)
+
+
+def against_winner(table: pd.DataFrame, metric: str, higher: bool, k: int) -> pd.DataFrame:
+    """Each candidate's fold scores against the winner's, paired by fold, one row per candidate.
+
+    The corrected paired t-test of Nadeau and Bengio (`statistics.compare_folds`), Holm-adjusted
+    over the candidates; `vs_winner` is "winner", "tied with the winner" (no detectable
+    difference: the data do not separate them) or "worse than the winner".
+    """
+    folds = [f"fold_{i}_val_{metric}" for i in range(k)]
+    out = pd.DataFrame(
+        index=table.index, columns=["vs_winner", "vs_winner_delta", "vs_winner_p_adjusted"]
+    )
+    if not table["is_winner"].any():
+        return out
+    best = table.loc[0, folds].to_numpy(float)
+    others = list(table.index[1:])
+    compared = [
+        statistics.compare_folds(table.loc[i, folds].to_numpy(float), best, higher, k=k)
+        for i in others
+    ]
+    adjusted = statistics.adjust(compared, higher) if compared else []
+    out.loc[0, "vs_winner"] = "winner"
+    for i, c in zip(others, adjusted):
+        out.loc[i, "vs_winner_delta"] = c.delta_mean
+        out.loc[i, "vs_winner_p_adjusted"] = c.p_adjusted
+        tied = c.verdict in ("no detectable difference", "single run")
+        if not np.isfinite(table.loc[i, f"val_{metric}_mean"]):
+            out.loc[i, "vs_winner"] = "no score (a fold diverged)"
+        else:
+            out.loc[i, "vs_winner"] = "tied with the winner" if tied else "worse than the winner"
+    return out
 
 
 def winner(study: dict, ranking: pd.DataFrame) -> dict:

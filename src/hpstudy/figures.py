@@ -233,10 +233,12 @@ def _short(text: str, width: int = 38) -> str:
 
 @styled
 def plot_overview(studies: list[dict], effects: pd.DataFrame, path: str | Path, dpi: int = 110):
-    """Horizontal bars: each variant's best val metric minus its study's baseline, grouped by
-    study (one panel per metric), coloured as in the study's figure. Returns the figure's height.
+    """Horizontal bars: each variant's mean best val metric minus its study's baseline, with its
+    95% CI whisker, grouped by study (one panel per metric). Returns the figure's height.
 
-    `effects` is `analysis.effects_table`; studies without a reference have no bars.
+    `effects` is `analysis.effects_table`; studies without a reference have no bars. A bar is
+    coloured as in the study's figure when its verdict is better or worse, pale otherwise; a grey
+    band shows the study's mean CI half-width (differences inside it are not detectable).
     """
     # variants whose every run diverged have no score: listed, marked, without a bar
     unscored = effects["best_val"].isna() & (effects["diverged"] > 0)
@@ -246,7 +248,6 @@ def plot_overview(studies: list[dict], effects: pd.DataFrame, path: str | Path, 
         & (effects["delta"].notna() | unscored)
     ]
     metrics = list(dict.fromkeys(rows["metric"]))
-    palettes = {s["slug"]: colours(s) for s in studies}
     sizes = [len(rows[rows["metric"] == m]) + rows[rows["metric"] == m]["slug"].nunique()
              for m in metrics]  # fmt: skip
     height = 0.9 * len(metrics) + 0.24 * sum(sizes) + 0.3
@@ -258,49 +259,68 @@ def plot_overview(studies: list[dict], effects: pd.DataFrame, path: str | Path, 
         return 1.2
     fig, axes = plt.subplots(len(metrics), 1, figsize=(10, height), squeeze=False,
                              gridspec_kw={"height_ratios": [n + 2 for n in sizes]})  # fmt: skip
+    palettes = {s["slug"]: colours(s) for s in studies}
     for ax, metric in zip(axes[:, 0], metrics):
-        sub = rows[rows["metric"] == metric]
-        y, ticks, labels = 0, [], []
-        for slug, group in sub.groupby("slug", sort=False):
-            ax.text(0.005, y, _text(group["title"].iloc[0]), transform=ax.get_yaxis_transform(),
-                    fontweight="bold", va="center", ha="left", fontsize=9.5)  # fmt: skip
-            y -= 1
-            for rec in group.to_dict("records"):
-                colour = palettes[slug].get(rec["variant"], "#888888")
-                if not np.isfinite(rec["delta"]):
-                    ax.annotate(" ✕ diverged, no score", (0, y), va="center", ha="left",
-                                fontsize=8.5, color="#b3263e")  # fmt: skip
-                    ticks.append(y)
-                    labels.append(_short(rec["variant"]))
-                    y -= 1
-                    continue
-                ax.barh(y, rec["delta"], color=colour, height=0.7,
-                        hatch="//" if rec["diverged"] else None, edgecolor="white")  # fmt: skip
-                mark = " (diverged)" if rec["diverged"] else ""
-                rel = (
-                    f" ({rec['relative_delta']:+.1%})" if np.isfinite(rec["relative_delta"]) else ""
-                )
-                ax.annotate(f" {rec['delta']:+.3g}{rel} ", (rec["delta"], y), va="center",
-                            ha="left" if rec["delta"] >= 0 else "right", fontsize=8.5)  # fmt: skip
-                ticks.append(y)
-                labels.append(_short(rec["variant"]) + mark)
-                y -= 1
-            y -= 0.4
+        ticks, labels, bottom = _overview_bars(ax, rows[rows["metric"] == metric], palettes)
         ax.set_yticks(ticks, labels, fontsize=9)
-        ax.set_ylim(y + 0.3, 0.7)
+        ax.set_ylim(bottom + 0.3, 0.7)
         ax.axvline(0, color=REFERENCE_COLOUR, linewidth=1)
         lo, hi = ax.get_xlim()
         pad = 0.18 * (hi - lo)  # room for the value labels
         ax.set_xlim(lo - pad * (lo < 0), hi + pad)
         better = "higher" if GREATER_IS_BETTER[metric] else "lower"
         ax.set_xlabel(
-            f"best {OVERVIEW_LABEL[metric]} minus the study's baseline ({better} is better)"
+            f"mean best {OVERVIEW_LABEL[metric]} minus the study's baseline, with 95% CI "
+            f"({better} is better)"
         )
         ax.grid(True, axis="x", alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     save(fig, path, dpi)
     return height
+
+
+def _overview_bars(ax, sub: pd.DataFrame, palettes: dict) -> tuple[list, list, float]:
+    """One metric's panel: per study a title line, its noise band, then one bar per variant."""
+    y, ticks, labels = 0.0, [], []
+    for slug, group in sub.groupby("slug", sort=False):
+        ax.text(0.005, y, _text(group["title"].iloc[0]), transform=ax.get_yaxis_transform(),
+                fontweight="bold", va="center", ha="left", fontsize=9.5)  # fmt: skip
+        top = y - 0.5
+        y -= 1
+        for rec in group.to_dict("records"):
+            ticks.append(y)
+            mark = " (diverged)" if rec["diverged"] and np.isfinite(rec["delta"]) else ""
+            labels.append(_short(rec["variant"]) + mark)
+            _overview_bar(ax, y, rec, palettes[slug].get(rec["variant"], "#888888"))
+            y -= 1
+        half = (group["delta_ci_high"] - group["delta_ci_low"]).astype(float) / 2
+        if half.notna().any():
+            width = float(half.mean())
+            ax.fill_between([-width, width], y + 0.5, top, color="#bbbbbb", alpha=0.35,
+                            linewidth=0, zorder=0)  # fmt: skip
+        y -= 0.4
+    return ticks, labels, y
+
+
+def _overview_bar(ax, y: float, rec: dict, colour: str) -> None:
+    """A variant's Δ bar (solid when its verdict is detectable), CI whisker and value label."""
+    if not np.isfinite(rec["delta"]):
+        ax.annotate(" ✕ diverged, no score", (0, y), va="center", ha="left", fontsize=8.5,
+                    color="#b3263e")  # fmt: skip
+        return
+    detectable = rec.get("verdict") in ("better", "worse")
+    ax.barh(y, rec["delta"], color=colour, height=0.7, alpha=1.0 if detectable else 0.35,
+            hatch="//" if rec["diverged"] else None, edgecolor="white")  # fmt: skip
+    low, high = rec.get("delta_ci_low"), rec.get("delta_ci_high")
+    end = rec["delta"]
+    if low is not None and np.isfinite(low):
+        ax.errorbar(rec["delta"], y, xerr=[[rec["delta"] - low], [high - rec["delta"]]],
+                    fmt="none", ecolor="#333333", elinewidth=1, capsize=2.5)  # fmt: skip
+        end = high if rec["delta"] >= 0 else low
+    verdict = {"better": " better", "worse": " worse"}.get(rec.get("verdict"), "")
+    ax.annotate(f" {rec['delta']:+.3g}{verdict} ", (end, y), va="center",
+                ha="left" if rec["delta"] >= 0 else "right", fontsize=8.5)  # fmt: skip
 
 
 def save(fig, path: str | Path, dpi: int = 110) -> None:

@@ -5,7 +5,9 @@ Every sentence carries its numbers and names the history.csv and epochs it was c
 reader can check it. Pure pandas/numpy: no TensorFlow, no plotting.
 
 A variant's curve is its run's history.csv, or with repeats the epoch-by-epoch mean of its runs'
-history.csv (the curve drawn in the figure). The rules, in the order they are reported:
+history.csv (the curve drawn in the figure). With repeats, each rule is also applied to every
+repeat's own curve: a finding is stated only when it fires, the same way, in most repeats, and
+the sentence says in how many ("..., in 3 of 3 repeats"). The rules, in the order they are reported:
 
 - **divergence** (per run): the first epoch whose training or validation loss is not finite.
   "diverged at epoch 3 (last finite val loss 2.31 at epoch 2)".
@@ -335,7 +337,9 @@ def observe(
             continue
         src = paths.get(label, [])
 
-        def add(rule, found, both=False, label=label, src=src):
+        def add(rule, found, both=False, per_run=None, label=label, src=src):
+            if found is not None and per_run is not None and len(per_run) > 1:
+                found = agreed(found, per_run, rule)
             if found is not None:
                 text, value, where = found
                 files = _files(src) + (f"; baseline {_files(ref_paths)}" if both else "")
@@ -351,18 +355,42 @@ def observe(
                 files = src[i] if i < len(src) else _files(src)
                 out.append(Observation(label, "divergence", text, f"{files}: epoch {epoch}", epoch))
         c = curve(runs, columns)
-        add("overfitting", overfitting(c))
+        each = [curve([h], columns) for h in runs]  # every repeat's own curve
+        add("overfitting", overfitting(c), per_run=[overfitting(r) for r in each])
         compare = ref_curve is not None and not variant["is_reference"]
         if compare:
-            add("speed", speed(c, ref_curve, f"val_{metric}", higher), both=True)
-            add("oscillation", oscillation(runs, ref_runs), both=True)
+            target = f"val_{metric}"
+            add("speed", speed(c, ref_curve, target, higher), both=True,
+                per_run=[speed(r, ref_curve, target, higher) for r in each])  # fmt: skip
+            add("oscillation", oscillation(runs, ref_runs), both=True,
+                per_run=[oscillation([h], ref_runs) for h in runs])  # fmt: skip
         if any(first_divergence(h) is not None for h in runs):
             continue  # the gap at the epoch before a blow-up says nothing
         if variant["is_reference"]:
-            add("gap", gap(c, None))
+            add("gap", gap(c, None), per_run=[gap(r, None) for r in each])
         elif compare:
-            add("gap", gap(c, ref_curve), both=True)
+            add("gap", gap(c, ref_curve), both=True, per_run=[gap(r, ref_curve) for r in each])
     return out
+
+
+def agreed(found: tuple, per_run: list, rule: str) -> tuple | None:
+    """The mean curve's finding, if the rule also fires, the same way, in most repeats.
+
+    A finding seen in only a minority of repeats is not stated: it is not a property of the
+    variant but of some seeds. The sentence says in how many repeats it fires and, for
+    overfitting, the range of the epochs where each repeat's validation loss bottoms out.
+    """
+    text, value, where = found
+    same = [f for f in per_run if f is not None and (f[1] >= 1) == (value >= 1)]
+    if rule == "overfitting":
+        same = [f for f in per_run if f is not None]
+    if 2 * len(same) <= len(per_run):
+        return None
+    text += f", in {len(same)} of {len(per_run)} repeats"
+    if rule == "overfitting":
+        minima = sorted(int(f[2].split()[1].rstrip(",")) for f in same)
+        text += f" (their minima at epochs {minima[0]}–{minima[-1]})" if len(minima) > 1 else ""
+    return text, value, where
 
 
 def to_frame(study: dict, observations: list[Observation]) -> pd.DataFrame:

@@ -16,6 +16,7 @@ from urllib.parse import quote
 import jinja2
 import pandas as pd
 
+from . import statistics
 from .figures import colours
 from .io import atomic_write_text
 from .observations import RULES
@@ -100,15 +101,45 @@ def git_commit(repo: str | Path = ".") -> str | None:
     return sha.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
-def _delta(rec: dict, metric: str) -> tuple[str, str]:
-    """The difference from the reference, formatted, and 'better'/'worse' for its colour."""
-    delta = rec.get("delta_vs_reference")
-    if rec["is_reference"]:
-        return "", ""
-    if delta is None or not math.isfinite(delta):
-        return ("no score (diverged)", "worse") if rec.get("diverged") else ("", "")
-    better = delta > 0 if GREATER_IS_BETTER[metric] else delta < 0
-    return f"{delta:+.3g}", ("better" if better else "worse") if delta else ""
+VERDICT_CLASS = {"better": "better", "worse": "worse"}
+
+
+def _delta(rec: dict, prefix: str = "") -> str:
+    """Δ vs the reference with its 95% CI, e.g. "+0.012 [+0.004, +0.020]"."""
+    delta = rec.get(f"{prefix}delta_mean")
+    if rec["is_reference"] or delta is None or not math.isfinite(delta):
+        if not rec["is_reference"] and rec.get("diverged") and not prefix:
+            return "no score (diverged)"
+        return ""
+    low, high = rec.get(f"{prefix}delta_ci_low"), rec.get(f"{prefix}delta_ci_high")
+    if low is None or not math.isfinite(low):
+        return f"{delta:+.3g}"
+    return f"{delta:+.3g} [{low:+.3g}, {high:+.3g}]"
+
+
+def _prob(rec: dict, prefix: str = "") -> str:
+    """P(a run of the variant beats a run of the baseline), with its bootstrap CI."""
+    p = rec.get(f"{prefix}prob_better")
+    if rec["is_reference"] or p is None or not math.isfinite(p):
+        return ""
+    low, high = rec.get(f"{prefix}prob_better_ci_low"), rec.get(f"{prefix}prob_better_ci_high")
+    ci = f" [{low:.2f}, {high:.2f}]" if low is not None and math.isfinite(low) else ""
+    return f"{p:.2f}{ci}"
+
+
+def _verdict(rec: dict, prefix: str = "") -> str:
+    """The verdict, with the repeats per side a no-detectable-difference would need."""
+    verdict = rec.get(f"{prefix}verdict")
+    if rec["is_reference"] or not isinstance(verdict, str):
+        return ""
+    need = rec.get(f"{prefix}seeds_needed")
+    if verdict == "no detectable difference" and need is not None and math.isfinite(need):
+        at_most = "≥ " if need >= 10000 else ""
+        verdict += f" (≈ {at_most}{int(need)} repeats per side would detect this Δ)"
+    p = rec.get(f"{prefix}p_adjusted")
+    if p is not None and math.isfinite(p):
+        verdict += f", p_adj = {p:.2g}"
+    return verdict
 
 
 def _finite(value) -> float | None:
@@ -124,7 +155,7 @@ def study_section(study: dict, summary_csv, runs_csv, figure, observations_csv=N
     rows = []
     for rec in summary.to_dict("records"):
         n = int(rec["runs"])
-        delta, verdict = _delta(rec, metric)
+        verdict = rec.get("verdict") if isinstance(rec.get("verdict"), str) else ""
         rows.append(
             {
                 "label": rec["variant"],
@@ -137,8 +168,14 @@ def study_section(study: dict, summary_csv, runs_csv, figure, observations_csv=N
                 "best_epoch": fmt(rec["best_epoch_mean"], 3),
                 "gap": fmt(rec["final_train_val_gap_mean"], 3),
                 "test": pm(rec[f"test_{metric}_mean"], rec[f"test_{metric}_std"], n),
-                "delta": delta,
-                "verdict": verdict,
+                "delta": _delta(rec),
+                "prob": _prob(rec),
+                "verdict": _verdict(rec),
+                "verdict_class": VERDICT_CLASS.get(verdict, ""),
+                "detectable": verdict in VERDICT_CLASS,
+                "test_delta": _delta(rec, "test_"),
+                "test_verdict": _verdict(rec, "test_"),
+                "test_verdict_class": VERDICT_CLASS.get(rec.get("test_verdict"), ""),
                 "score": _finite(rec.get("delta_vs_reference"))
                 if not rec["is_reference"]
                 else None,
@@ -170,15 +207,20 @@ def study_section(study: dict, summary_csv, runs_csv, figure, observations_csv=N
 
 
 def overview_rows(sections: list[dict]) -> list[dict]:
-    """One row per study: the baseline's score, the best and worst variant and their Δ."""
+    """One row per study: the baseline's score, how many variants differ detectably, the best.
+
+    The best is the variant marked best (verdict `better`, best mean among those); the worst is
+    the variant detectably worse with the worst mean, or one whose every run diverged.
+    """
     out = []
     for s in sections:
         rows = s["rows"]
         ref = next((r for r in rows if r["reference"]), None)
-        scored = [r for r in rows if not r["reference"] and r["score"] is not None]
-        ordered = sorted(scored, key=lambda r: r["score"], reverse=s["better"] == "higher")
-        # a variant whose every run diverged has no score: it is the worst
-        ordered += [r for r in rows if not r["reference"] and r["score"] is None and r["delta"]]
+        others = [r for r in rows if not r["reference"]]
+        worse = [r for r in others if r["verdict_class"] == "worse" and r["score"] is not None]
+        worse.sort(key=lambda r: r["score"], reverse=s["better"] == "lower")
+        worse += [r for r in others if r["score"] is None and r["delta"]]  # diverged: no score
+        compared = [r for r in others if r["verdict"]]
         out.append(
             {
                 "slug": s["study"]["slug"],
@@ -186,8 +228,11 @@ def overview_rows(sections: list[dict]) -> list[dict]:
                 "metric": s["metric"],
                 "better": s["better"],
                 "reference": ref,
-                "best": ordered[0] if ordered else None,
-                "worst": ordered[-1] if len(ordered) > 1 else None,
+                "best": next((r for r in rows if r["best"]), None),
+                "worst": worse[0] if worse else None,
+                "detectable": sum(r["detectable"] for r in compared),
+                "compared": len(compared),
+                "single": sum(r["verdict"] == "single run" for r in compared),
                 "variants": len(rows),
                 "runs": s["n_runs"],
                 "diverged": sum(r["diverged"] for r in rows),
@@ -270,13 +315,14 @@ def render(
         overview=overview_rows(sections),
         overview_figure=overview_figure,
         rules=RULES,
+        method=statistics.describe_method(),
         config_files=config_files,
         experiments={k: json.dumps(v, indent=2, sort_keys=True) for k, v in experiments.items()},
         versions=versions(),
         training_versions=training_versions(sections),
         commit=git_commit(workdir),
         host=platform.node(),
-        generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         runs=runs,
         compute=duration(compute),
         duration=duration,
@@ -337,12 +383,15 @@ def cv_view(study: dict, ranking_csv, runs_csv) -> dict:
             "folds": [fmt(rec[f"fold_{i}_val_{metric}"]) for i in range(k)],
             "diverged": int(rec["diverged_folds"]),
             "winner": bool(rec["is_winner"]),
+            "vs_winner": rec.get("vs_winner") if isinstance(rec.get("vs_winner"), str) else "",
+            "vs_winner_p": fmt(rec.get("vs_winner_p_adjusted"), 2),
         }
         for rec in pd.read_csv(ranking_csv).to_dict("records")
     ]
     runs = pd.read_csv(runs_csv)
     refit = runs[runs["is_refit"].astype(bool)].to_dict("records")
-    view = {"metric": metric, "k": k, "rows": rows, "refit": None}
+    tied = [r["label"] for r in rows if r["vs_winner"] == "tied with the winner"]
+    view = {"metric": metric, "k": k, "rows": rows, "refit": None, "tied": tied}
     if refit:
         rec = refit[0]
         view["refit"] = {

@@ -56,6 +56,7 @@ def test_every_candidate_trains_once_per_fold():
         "run": "f2of3",
         "repeat": None,
         "seed": 0,
+        "split_seed": 42,  # the data split's: folds come from its training rows
         "dir": f"results/runs/{study.variants[0].experiment}/f2of3",
         "fold": 2,
         "folds": 3,

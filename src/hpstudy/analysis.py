@@ -65,6 +65,7 @@ def runs_table(study: dict, out_dir: str | Path) -> pd.DataFrame:
                 "run": run["run"],
                 "repeat": run["repeat"],
                 "seed": run["seed"],
+                "split_seed": run.get("split_seed"),
                 "status": m["status"],
                 "diverged_epoch": m.get("diverged_epoch"),
             }

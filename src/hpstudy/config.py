@@ -3,7 +3,7 @@
 Validation happens where the config enters: the schema (with its defaults), then the checks
 across keys (`check_config`). The planner calls the remaining checks, those that need a spec
 resolved from a baseline and a study's overrides (`check_override_path`, `check_spec`,
-`check_unique_label`, `check_cv_candidates`, `check_lr_range_source`). Every error names the
+`check_unique_label`, `check_cv_candidates`, `check_lr_range_source`, `check_varied_split`). Every error names the
 key path, the file it came from, what was expected and what was received.
 """
 
@@ -271,6 +271,7 @@ def check_config(config: dict, files: Iterable[str | Path] = ()) -> None:
             raise invalid(files, ["baselines", name, "dataset"], expected, base["dataset"])
     for name, ds in config["datasets"].items():
         check_dataset(name, ds, files)
+    check_repeats_vary(config["repeats_vary"], ["repeats_vary"], files)
     for name, study in config["studies"].items():
         check_study(str(name), study, config, files)
     names = [str(name) for name in config["studies"]]
@@ -323,6 +324,15 @@ def check_study(name: str, cfg: dict, config: dict, files: Iterable[str | Path] 
     if kind == "cv" and "repeats" in cfg:
         expected = "no repeats in a cv study (one run per fold)"
         raise invalid(files, [*path, "repeats"], expected, "repeats")
+    if kind in ("cv", "lr_range") and "repeats_vary" in cfg:
+        expected = (
+            "no repeats_vary in a cv study (one run per fold: the folds already vary the split)"
+            if kind == "cv"
+            else "no repeats_vary in an lr_range study (one range test, no repeats)"
+        )
+        raise invalid(files, [*path, "repeats_vary"], expected, cfg["repeats_vary"])
+    if "repeats_vary" in cfg:  # the split it may vary is checked on each resolved spec
+        check_repeats_vary(cfg["repeats_vary"], [*path, "repeats_vary"], files)
     if kind == "lr_range":
         for key in ("factors", "variants", "grid", "reference", "repeats"):
             if cfg.get(key):
@@ -340,7 +350,40 @@ def check_study(name: str, cfg: dict, config: dict, files: Iterable[str | Path] 
         raise invalid(files, [*path, "grid"], "a mapping of dotted paths to value lists", {})
 
 
+def check_repeats_vary(vary: list, path: list, files: Iterable[str | Path] = ()) -> None:
+    """`repeats_vary` lists init_and_order: every repeat has its own seed."""
+    if "init_and_order" not in vary:
+        expected = (
+            "[init_and_order] or [init_and_order, split] (each repeat has its own seed, so the "
+            "initial weights, the data order and the Dropout masks always vary)"
+        )
+        raise invalid(files, path, expected, vary)
+
+
 # Checks of resolved specs, run by the planner -------------------------------------------------
+
+
+def check_varied_split(spec: dict, study: str, label: str, path: list, files=()) -> None:
+    """With repeats_vary: split (set at `path`), the spec's validation rows are a random draw.
+
+    Not so with `validation: test` (the validation rows are the test rows, which stay fixed)
+    or `validation_rows: head` (always the first rows): there is nothing to draw again.
+    """
+    split = spec["data"]["split"]
+    if split["validation"] == "test":
+        fixed = "data.split.validation: test (its validation rows are the test rows, kept fixed)"
+    elif split["validation_rows"] == "head":
+        fixed = "data.split.validation_rows: head (its validation rows are the first rows)"
+    else:
+        return
+    raise invalid(
+        files,
+        path,
+        f"a random validation split to draw again for each repeat of study {study} (repeats_vary "
+        f"with split), but its variant {label!r} has {fixed}. To keep that study's repeats on one "
+        "split, give it its own `repeats_vary: [init_and_order]`",
+        split,
+    )
 
 
 def check_override_path(spec: dict, key: str, at: list, files: Iterable[str | Path] = ()) -> None:

@@ -161,6 +161,7 @@ def study_tables(study: dict, winner_path: str | Path, out_dir: str | Path) -> t
     refit_dir = Path(chosen["refit_dir"])
     seed = analysis.read_metrics(refit_dir / "metrics.json")["seed"]
     run = {"run": chosen["refit_run"], "repeat": 0, "seed": seed, "dir": str(refit_dir)}
+    run["split_seed"] = variant["runs"][0].get("split_seed")  # r0: the folds' data split
     refit = analysis.runs_table(dict(study, variants=[dict(variant, runs=[run])]), out_dir)
     refit.insert(refit.columns.get_loc("run") + 1, "fold", None)
     refit.insert(refit.columns.get_loc("is_reference") + 1, "is_refit", True)

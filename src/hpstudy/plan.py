@@ -129,6 +129,20 @@ def prep_id(data: dict) -> str:
     return short_hash(data, 8)
 
 
+def run_data(spec: dict, repeat: int | None) -> dict:
+    """The `data` section that repeat `repeat` of `spec` is prepared from.
+
+    The spec's own, except with `repeats_vary: [init_and_order, split]`: there repeat k > 0
+    draws its own validation rows, seeded by `derive_seed(split.seed, "split", k)`
+    (`split.validation_seed`); its test rows, drawn with `split.seed`, stay those of repeat 0.
+    """
+    if not repeat or "split" not in spec.get("repeats_vary", ()):
+        return spec["data"]
+    data = copy.deepcopy(spec["data"])
+    data["split"]["validation_seed"] = derive_seed(data["split"]["seed"], "split", repeat)
+    return data
+
+
 @dataclass(frozen=True)
 class Run:
     """One training job: an experiment with a repeat, or with a cross-validation fold."""
@@ -139,6 +153,8 @@ class Run:
     seed: int
     fold: int | None = None
     folds: int | None = None  # k of the k-fold CV; the fold's rows depend on it
+    split_seed: int | None = None  # seed of the validation rows (the data split's seed, or own)
+    prep: str | None = None  # its own prepared split (repeats_vary: split); None: the experiment's
 
     @property
     def kind(self) -> str:
@@ -157,11 +173,29 @@ def make_run(experiment: Experiment, name: str) -> Run:
     """The run `name` of an experiment, with its derived seed (`derive_seed`)."""
     parts = parse_run(name)
     seed = experiment.spec["training"]["seed"]
+    split_seed = experiment.spec["data"]["split"]["seed"]
     if "repeat" in parts:
         repeat = parts["repeat"]
-        return Run(experiment.id, name, repeat, derive_seed(seed, "repeat", repeat))
+        data = run_data(experiment.spec, repeat)
+        own = data is not experiment.spec["data"]
+        return Run(
+            experiment.id,
+            name,
+            repeat,
+            derive_seed(seed, "repeat", repeat),
+            split_seed=data["split"]["validation_seed"] if own else split_seed,
+            prep=prep_id(data) if own else None,
+        )
     fold = parts["fold"]
-    return Run(experiment.id, name, None, derive_seed(seed, "fold", fold), fold, parts["folds"])
+    return Run(
+        experiment.id,
+        name,
+        None,
+        derive_seed(seed, "fold", fold),
+        fold,
+        parts["folds"],
+        split_seed=split_seed,
+    )
 
 
 @dataclass
@@ -220,7 +254,13 @@ class Study:
                     "values": v.values,
                     "is_reference": v.is_reference,
                     "runs": [
-                        {"run": r.name, "repeat": r.repeat, "seed": r.seed, "dir": r.dir}
+                        {
+                            "run": r.name,
+                            "repeat": r.repeat,
+                            "seed": r.seed,
+                            "split_seed": r.split_seed,
+                            "dir": r.dir,
+                        }
                         | ({"fold": r.fold, "folds": r.folds} if r.fold is not None else {})
                         for r in self.runs[v.label]
                     ],
@@ -431,12 +471,18 @@ class _Builder:
         """Resolve each entry into an experiment (the same spec twice keeps its first label)."""
         path = ["studies", study.name]
         repeats = cfg.get("repeats", self.config["repeats"])
+        # A cv study's runs are folds: the top-level repeats_vary does not apply (as `repeats`).
+        vary = cfg.get("repeats_vary", self.config["repeats_vary"]) if study.kind != "cv" else []
+        vary_at = [*path, "repeats_vary"] if "repeats_vary" in cfg else ["repeats_vary"]
         seen: set[str] = set()
         labels: set[str] = set()
         for label, overrides, where in entries:
             spec = self.apply(reference, overrides, where if overrides else path)
             if overrides:
                 checks.check_spec(spec, where, self.files)
+            if "split" in vary:  # in the spec only when not the default, so other ids stay
+                spec["repeats_vary"] = sorted(vary)
+                checks.check_varied_split(spec, study.name, label, vary_at, self.files)
             exp = self.experiment(self.resolve_lr(spec, where), dataset)
             if exp.id in seen:
                 continue
@@ -457,9 +503,11 @@ class _Builder:
             checks.check_cv_candidates([v.label for v in study.variants], path, self.files)
 
     def run(self, exp: Experiment, name: str) -> Run:
-        """The run `name` of `exp`, planned once."""
+        """The run `name` of `exp`, planned once, with the prepared split it reads if its own."""
         run = make_run(exp, name)
         self.plan.runs.setdefault(run.key, run)
+        if run.prep:
+            self.plan.preps.setdefault(run.prep, (exp.dataset, run_data(exp.spec, run.repeat)))
         return run
 
     def lr_range_test(self, name: str, cfg: dict) -> LRRange:

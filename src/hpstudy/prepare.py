@@ -44,7 +44,8 @@ def split(canonical: dict, data: dict) -> dict:
     """Split canonical arrays into train/val/test following `data["split"]`.
 
     `canonical` has x_train, y_train and, for datasets that ship one, x_test, y_test.
-    Returns a dict with x_train, y_train, x_val, y_val, x_test, y_test.
+    Returns a dict with x_train, y_train, x_val, y_val, x_test, y_test. The test rows are drawn
+    with `split.seed`, the validation rows with `split.validation_seed` (default: `split.seed`).
     """
     cfg = data["split"]
     classification = data["task"] == "classification"
@@ -68,8 +69,11 @@ def split(canonical: dict, data: dict) -> dict:
     if val_size == "test":
         train, val = rest, test
     else:
+        # The test rows above depend on `seed` only: a repeat that draws its own validation rows
+        # (repeats_vary: split) sets `validation_seed` and keeps the same test rows.
+        val_seed = cfg.get("validation_seed", seed)
         train, val = _split(
-            *rest, val_size, seed + 1, stratify, head=cfg["validation_rows"] == "head"
+            *rest, val_size, val_seed + 1, stratify, head=cfg["validation_rows"] == "head"
         )
     return {
         "x_train": train[0],

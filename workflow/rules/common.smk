@@ -69,7 +69,9 @@ def get_prep_json(wildcards):
 
 
 def get_run_data(wildcards):
-    return data_path(PLAN.experiments[wildcards.exp].prep_id)
+    """The run's prepared split: its own (repeats_vary: split, repeat > 0) or its experiment's."""
+    run = PLAN.find_run(wildcards.exp, wildcards.run)
+    return data_path(run.prep or PLAN.experiments[wildcards.exp].prep_id)
 
 
 # A run's outputs, as (name, extension): the `train` rule's and each fused rule's.

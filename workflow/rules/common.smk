@@ -68,10 +68,13 @@ def get_prep_json(wildcards):
     return canonical_json(PLAN.preps[wildcards.prep][1])
 
 
-def get_run_data(wildcards):
+def run_data(run):
     """The run's prepared split: its own (repeats_vary: split, repeat > 0) or its experiment's."""
-    run = PLAN.find_run(wildcards.exp, wildcards.run)
-    return data_path(run.prep or PLAN.experiments[wildcards.exp].prep_id)
+    return data_path(run.prep or PLAN.experiments[run.experiment].prep_id)
+
+
+def get_run_data(wildcards):
+    return run_data(PLAN.find_run(wildcards.exp, wildcards.run))
 
 
 # A run's outputs, as (name, extension): the `train` rule's and each fused rule's.
@@ -89,7 +92,7 @@ def repeats_of(exp):
 
 def get_repeats_data(wildcards):
     """The prepared data of each repeat of a fused experiment, in repeat order."""
-    return [get_run_data(wildcards) for _ in repeats_of(wildcards.exp)]
+    return [run_data(run) for run in repeats_of(wildcards.exp)]
 
 
 def get_repeat_seeds(wildcards):

@@ -76,6 +76,8 @@ def test_each_tower_equals_its_run_trained_alone_and_does_not_depend_on_r(data, 
     assert (one[0] / "history.csv").read_bytes() == (three[1] / "history.csv").read_bytes()
     metrics = json.loads((three[0] / "metrics.json").read_text())
     assert metrics["timing"]["fused_repeats"] == 3 and metrics["status"] == "ok"
+    for run in three:  # every tower's timing.csv: one line per epoch, the fused job's epochs
+        assert len((run / "timing.csv").read_text().splitlines()) == 1 + 20
     assert not (tmp_path / "three" / "backup-3-repeats").exists()  # removed once finished
 
 

@@ -126,7 +126,7 @@ class FusedRecorder(keras.callbacks.Callback):
         self.task = task
         self.runs = runs
         self.towers = [Recorder(task) for _ in runs]
-        self._seconds: list[float] = []
+        self.seconds = []  # one list, shared by the towers: they train in one step
         self.train_began: float | None = None
         self._start = 0.0
 

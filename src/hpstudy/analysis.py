@@ -26,7 +26,7 @@ def metric_of(task: str) -> str:
 
 
 def read_metrics(path: str | Path) -> dict:
-    with open(path) as fh:
+    with open(path, encoding="utf-8") as fh:
         return json.load(fh)
 
 

@@ -13,7 +13,7 @@ from hpstudy.datasets import convert
 snakemake = globals()["snakemake"]  # injected by Snakemake's script: directive
 logger = logging.getLogger("hpstudy.scripts.convert_dataset")
 
-with open(snakemake.log[0], "w") as log:
+with open(snakemake.log[0], "w", encoding="utf-8") as log:
     sys.stderr = sys.stdout = log
     logging.basicConfig(stream=log, level=logging.INFO, format="%(asctime)s %(message)s")
     try:

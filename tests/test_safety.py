@@ -236,3 +236,16 @@ def test_the_model_loader_refuses_code(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "refused:" in proc.stdout and "safe_mode" in proc.stdout
+
+
+def test_the_readme_says_what_is_trusted():
+    """A config can run code (YTE), so the README must say it is trusted like the workflow."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Security\n", 1)[1].split("\n## ", 1)[0]
+    assert "A config file is code" in section and "`__use_yte__: true`" in section
+    guarded, not_guarded = section.split("What it does not guard against:")
+    for promise in ("GPU lock directory", "SHA-256 and size", "deadline", "https",
+                    "restricted unpickler", "`shell:` or `run:`", "synced"):  # fmt: skip
+        assert promise in guarded, promise
+    for limit in ("malicious config file", "malicious Python environment", "root"):
+        assert limit in not_guarded, limit

@@ -16,6 +16,7 @@ import pickle
 import struct
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,22 +144,68 @@ def write_raw(root: Path, rng: np.random.Generator, sizes: dict | None = None) -
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves a directory; /half/<name> sends half the bytes, then hangs up."""
+    """Serves a directory, and misbehaves under these prefixes of a file's name:
+
+    /half/ sends half the bytes, then hangs up; /trickle/ sends a byte every TRICKLE_PAUSE
+    seconds (at most TRICKLE_BYTES, so a test cannot hang on it); /slow-headers/ does the same
+    with its status line; /no-length/ sends the file without a Content-Length; /moved/ redirects
+    to the file on this host; /to-http/ redirects to it on http://localhost (another host name).
+    """
 
     def do_GET(self) -> None:
         self.server.requests.append(self.path)
-        if not self.path.startswith("/half/"):
+        prefix, _, name = self.path.lstrip("/").partition("/")
+        if prefix == "moved":
+            self._redirect(f"/{name}")
+        elif prefix == "to-http":
+            self._redirect(f"http://localhost:{self.server.server_address[1]}/{name}")
+        elif prefix in ("half", "trickle", "slow-headers", "no-length"):
+            payload = (Path(self.directory) / name).read_bytes()
+            try:
+                getattr(self, "_" + prefix.replace("-", "_"))(payload)
+            except OSError:  # the client gave up: what these tests expect
+                pass
+            self.close_connection = True
+        else:
             super().do_GET()
-            return
-        payload = (Path(self.directory) / self.path.removeprefix("/half/")).read_bytes()
+
+    def _redirect(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _half(self, payload: bytes) -> None:
         self.send_response(200)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload[: len(payload) // 2])
-        self.close_connection = True
+
+    def _trickle(self, payload: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self._drip(payload[:TRICKLE_BYTES])
+
+    def _slow_headers(self, payload: bytes) -> None:
+        self._drip(b"HTTP/1.0 200 OK\r\n"[:TRICKLE_BYTES])
+
+    def _no_length(self, payload: bytes) -> None:
+        self.wfile.write(b"HTTP/1.0 200 OK\r\n\r\n" + payload)  # ends when the connection does
+
+    def _drip(self, data: bytes) -> None:
+        for i in range(len(data)):
+            self.wfile.write(data[i : i + 1])
+            self.wfile.flush()
+            time.sleep(TRICKLE_PAUSE)
 
     def log_message(self, *args: object) -> None:
         pass  # keep pytest output clean
+
+
+#: /trickle/ and /slow-headers/: one byte every TRICKLE_PAUSE s, at most TRICKLE_BYTES of them.
+TRICKLE_PAUSE = 0.25
+TRICKLE_BYTES = 40
 
 
 @contextlib.contextmanager

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
+import shutil
 import socket
+import struct
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +38,8 @@ def raw(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("origin")
     expected = write_raw(root, RNG)
     hashes = {p.name: sha256(p) for p in root.iterdir()}
-    return {"dir": root, "expected": expected, "sha256": hashes}
+    mnist_bytes = (root / "mnist.npz").stat().st_size
+    return {"dir": root, "expected": expected, "sha256": hashes, "mnist_bytes": mnist_bytes}
 
 
 # --------------------------------------------------------------------------- local HTTP server
@@ -60,23 +66,26 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No mirror or hash overrides from the environment, and no proxy for loopback requests."""
     monkeypatch.delenv(ds.MIRROR_ENV, raising=False)
     monkeypatch.delenv(ds.SHA256_OVERRIDES_ENV, raising=False)
+    monkeypatch.delenv(ds.DEADLINE_ENV, raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
 @pytest.fixture
 def point(monkeypatch: pytest.MonkeyPatch, raw: dict):
-    """point(name, base_url, sha256=None): make SOURCES[name] fetch from base_url.
+    """point(name, base_url, sha256=None, size=None): make SOURCES[name] fetch from base_url.
 
     Files are pinned to the hashes of the fake raw files unless ``sha256`` says
-    otherwise.
+    otherwise; they keep the real files' sizes (larger) as limits unless ``size`` says otherwise.
     """
 
-    def _point(name: str, base_url: str, sha256: dict | None = None) -> ds.Source:
+    def _point(
+        name: str, base_url: str, sha256: dict | None = None, size: dict | None = None
+    ) -> ds.Source:
         source = ds.SOURCES[name]
         hashes = {f.name: raw["sha256"][f.name] for f in source.files}
         hashes.update(sha256 or {})
-        patched = ds.with_overrides(source, base_url=base_url, sha256=hashes)
+        patched = ds.with_overrides(source, base_url=base_url, sha256=hashes, size=size)
         monkeypatch.setitem(ds.SOURCES, name, patched)
         return patched
 
@@ -117,6 +126,18 @@ def test_sources_pin_keras_origins_and_hashes() -> None:
         "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1",
     )
     assert pins["boston_housing.npz"][1].startswith("f553886a1f8d")
+    # Sizes as Keras' own downloads of these URLs report them ("<size>/<size>").
+    sizes = {f.name: f.size for source in ds.SOURCES.values() for f in source.files}
+    assert sizes == {
+        "mnist.npz": 11490434,
+        "train-labels-idx1-ubyte.gz": 29515,
+        "train-images-idx3-ubyte.gz": 26421880,
+        "t10k-labels-idx1-ubyte.gz": 5148,
+        "t10k-images-idx3-ubyte.gz": 4422102,
+        "cifar-10-python.tar.gz": 170498071,
+        "boston_housing.npz": 57026,
+        "california_housing.npz": 743530,
+    }
     assert pins["california_housing.npz"][1].startswith("1a2e3a52e039")
     assert pins["cifar-10-python.tar.gz"] == (
         "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
@@ -146,7 +167,9 @@ def test_raw_paths_are_what_download_writes(tmp_path: Path) -> None:
 
 def test_remote_file_rejects_malformed_hash() -> None:
     with pytest.raises(ValueError, match="64 lowercase hex"):
-        ds.RemoteFile("a.npz", "http://x/a.npz", "ABC")
+        ds.RemoteFile("a.npz", "http://x/a.npz", "ABC", 10)
+    with pytest.raises(ValueError, match="size of a.npz must be a positive int"):
+        ds.RemoteFile("a.npz", "http://x/a.npz", "0" * 64, 0)
 
 
 def test_with_overrides_rejects_unknown_file() -> None:
@@ -457,3 +480,218 @@ def test_bundled_diabetes(tmp_path: Path) -> None:
     assert arrays["x_train"].shape == (442, 10)
     assert arrays["y_train"].dtype.kind == "f"
     _assert_only(tmp_path, ["diabetes.npz"])
+
+
+# --------------------------------------------------------------------------- hostile origins
+
+
+def test_a_trickling_server_fails_at_the_deadline(tmp_path: Path, server, point) -> None:
+    """A byte every 0.25 s never trips the timeout per read; the deadline stops it."""
+    point("mnist", server.base_url + "trickle/")
+    start = time.monotonic()
+    with pytest.raises(DatasetError) as info:
+        ds.download("mnist", tmp_path, timeout=5, deadline=1)
+    assert time.monotonic() - start < 4
+    message = str(info.value)
+    assert "did not finish within its deadline of 1 s" in message and ds.DEADLINE_ENV in message
+    assert f"place mnist.npz at {(tmp_path / 'mnist.npz').resolve()}" in message
+    _assert_only(tmp_path, [])
+
+
+def test_a_server_trickling_its_headers_fails_at_the_deadline(
+    tmp_path: Path, server, point, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ds.DEADLINE_ENV, "1")  # the variable sets the deadline too
+    point("mnist", server.base_url + "slow-headers/")
+    start = time.monotonic()
+    with pytest.raises(DatasetError, match="deadline of 1 s"):
+        ds.download("mnist", tmp_path, timeout=5)
+    assert time.monotonic() - start < 4
+    _assert_only(tmp_path, [])
+
+
+def test_a_bad_deadline_variable_names_itself(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(ds.DEADLINE_ENV, "soon")
+    with pytest.raises(DatasetError, match=r"HPSTUDY_DOWNLOAD_DEADLINE.*Received: 'soon'"):
+        ds.download("mnist", tmp_path)
+
+
+def test_the_default_deadline_grows_with_the_file() -> None:
+    assert ds.deadline_for(5148) == 300
+    assert 25 * 60 < ds.deadline_for(170498071) < 30 * 60  # CIFAR-10 at 100 kB/s
+
+
+@pytest.mark.parametrize("where", ["announced", "streamed", "mirror directory"])
+def test_an_oversized_file_is_refused(tmp_path: Path, server, raw: dict, point, where) -> None:
+    size = {"mnist.npz": 1000}  # the stand-in is larger
+    if where == "mirror directory":
+        point("mnist", "http://unused/", size=size)
+        mirror = str(raw["dir"])
+    else:
+        base = server.base_url + ("no-length/" if where == "streamed" else "")
+        point("mnist", base, size=size)
+        mirror = None
+    with pytest.raises(DatasetError) as info:
+        ds.download("mnist", tmp_path / "raw", mirror=mirror)
+    message = str(info.value)
+    received = "more than 1000" if where != "announced" else f"{raw['mnist_bytes']} (its Content"
+    assert "mnist.npz fetched from" in message and "is larger than its pinned size" in message
+    assert f"expected 1000 bytes, received {received}" in message
+    _assert_only(tmp_path / "raw", [])
+
+
+def test_a_redirect_to_plain_http_on_another_host_is_refused(tmp_path: Path, server, point) -> None:
+    point("mnist", server.base_url + "to-http/")
+    before = len(server.requests)
+    with pytest.raises(DatasetError) as info:
+        ds.download("mnist", tmp_path)
+    message = str(info.value)
+    assert "refused HTTP 302 redirect" in message and "http://localhost:" in message
+    assert "only go to https, or stay on the same scheme and host" in message
+    assert server.requests[before:] == ["/to-http/mnist.npz"]  # the target was never asked for
+    _assert_only(tmp_path, [])
+
+
+def test_a_redirect_on_the_same_host_is_followed(tmp_path: Path, server, raw, point) -> None:
+    point("mnist", server.base_url + "moved/")
+    before = len(server.requests)
+    (path,) = ds.download("mnist", tmp_path)
+    assert sha256(path) == raw["sha256"]["mnist.npz"]
+    assert server.requests[before:] == ["/moved/mnist.npz", "/mnist.npz"]
+
+
+def test_stale_part_files_of_a_killed_download_are_removed(
+    tmp_path: Path, server, raw, point
+) -> None:
+    point("mnist", server.base_url)
+    stale = tmp_path / ".mnist.npz.4242.0badc0de.part"
+    stale.write_bytes(b"half a download")
+    (tmp_path / "notes.part").write_text("not ours")
+    (path,) = ds.download("mnist", tmp_path)
+    assert sha256(path) == raw["sha256"]["mnist.npz"]
+    _assert_only(tmp_path, ["mnist.npz", "notes.part"])
+
+
+OVERRIDDEN = """
+import logging, sys
+logging.basicConfig(level=logging.WARNING)
+from hpstudy import datasets
+print(datasets.get_source("mnist").files[0].sha256)
+"""
+
+
+@pytest.mark.parametrize("in_tests", [False, True])
+def test_hash_overrides_count_only_inside_the_test_suite(tmp_path: Path, in_tests: bool) -> None:
+    pins = tmp_path / "pins.json"
+    pins.write_text(json.dumps({"mnist.npz": "a" * 64}))
+    env = {k: v for k, v in os.environ.items() if k != ds.TESTING_ENV}
+    env.update(
+        {ds.SHA256_OVERRIDES_ENV: str(pins), "PYTHONPATH": str(Path(ds.__file__).parents[1])}
+    )
+    if in_tests:
+        env[ds.TESTING_ENV] = "tests/test_datasets.py::x (call)"
+    proc = subprocess.run(
+        [sys.executable, "-c", OVERRIDDEN], capture_output=True, text=True, env=env, check=True
+    )
+    pinned = ds.SOURCES["mnist"].files[0].sha256
+    assert proc.stdout.strip() == ("a" * 64 if in_tests else pinned)
+    if not in_tests:
+        assert f"{ds.SHA256_OVERRIDES_ENV}={pins} is ignored" in proc.stderr
+        assert "PYTEST_CURRENT_TEST" in proc.stderr
+
+
+# --------------------------------------------------------------------------- hostile CIFAR pickles
+
+
+class _Array:
+    """Pickles as numpy does an ndarray, with whatever state it is given."""
+
+    def __init__(self, state: tuple) -> None:
+        self.state = state
+
+    def __reduce__(self):
+        from numpy._core.multiarray import _reconstruct
+
+        return (_reconstruct, (np.ndarray, (0,), b"b"), self.state)
+
+
+def _cifar_with_test_batch(tmp_path: Path, point, test_batch: bytes) -> None:
+    batches = {f"data_batch_{i}": cifar_batch_bytes(cifar_rows(1, RNG), [0]) for i in range(1, 6)}
+    batches["test_batch"] = test_batch
+    tarball = tmp_path / "cifar-10-python.tar.gz"
+    write_cifar_tarball(tarball, batches)
+    point("cifar10", "http://unused/", {tarball.name: sha256(tarball)})
+
+
+@pytest.mark.parametrize(
+    ("shape", "data", "held"),
+    [
+        ((10, 3072), b"\0" * 100, "(10, 3072) of uint8 (30720 bytes) but holds 100 bytes"),
+        ((2**40, 3072), b"\0" * 100, "more than the 67108864 bytes a batch may hold"),
+        ((2**62, 2**62), b"\0" * 100, "more than the 67108864 bytes a batch may hold"),
+        ((-1, 3072), b"\0" * 100, "shape of non-negative ints, received shape (-1, 3072)"),
+    ],
+)
+def test_a_cifar_pickle_with_a_lying_shape_is_refused(tmp_path, point, shape, data, held):
+    state = (1, shape, np.dtype("u1"), False, data)
+    lie = pickle.dumps({b"data": _Array(state), b"labels": [0]}, protocol=3)
+    _cifar_with_test_batch(tmp_path, point, lie)
+    with pytest.raises(DatasetError) as info:
+        ds.convert("cifar10", tmp_path, tmp_path / "out" / "c.npz")
+    message = str(info.value)
+    assert "cannot unpickle cifar-10-batches-py/test_batch" in message and held in message
+    assert not (tmp_path / "out" / "c.npz").exists()
+
+
+def test_a_cifar_pickle_of_objects_is_refused(tmp_path, point):
+    state = (1, (3,), np.dtype("O"), False, [1, 2, 3])
+    _cifar_with_test_batch(tmp_path, point, pickle.dumps({b"data": _Array(state)}, protocol=3))
+    with pytest.raises(DatasetError, match=r"expected a numeric array .* dtype dtype\('O'\)"):
+        ds.convert("cifar10", tmp_path, tmp_path / "c.npz")
+
+
+def test_a_cifar_pickle_that_asks_for_a_terabyte_is_a_dataset_error(tmp_path, point):
+    # BINBYTES8 announcing 2**40 bytes: the unpickler's allocation fails with MemoryError.
+    bomb = b"\x80\x04\x8e" + struct.pack("<Q", 2**40) + b"abc"
+    _cifar_with_test_batch(tmp_path, point, bomb)
+    with pytest.raises(DatasetError, match="cannot unpickle .*test_batch.*: out of memory"):
+        ds.convert("cifar10", tmp_path, tmp_path / "c.npz")
+
+
+def test_cifar_members_above_the_cap_are_not_read(
+    tmp_path: Path, raw: dict, point, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    point("cifar10", "http://unused/")
+    monkeypatch.setattr(ds, "CIFAR_MEMBER_MAX_BYTES", 1000)
+    shutil.copy(raw["dir"] / "cifar-10-python.tar.gz", tmp_path)
+    with pytest.raises(DatasetError) as info:
+        ds.convert("cifar10", tmp_path, tmp_path / "c.npz")
+    assert "data_batch_1" in str(info.value)
+    assert "expected at most 1000 bytes" in str(info.value)
+
+
+def test_a_server_trickling_its_tls_handshake_fails_at_the_deadline(tmp_path: Path, point) -> None:
+    """The deadline also covers https before any HTTP is spoken (the socket is watched from the
+    moment it connects): a TLS record header, then one byte every 0.25 s."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def trickle() -> None:
+            conn, _ = listener.accept()
+            with conn, contextlib.suppress(OSError):
+                conn.sendall(b"\x16\x03\x03\x40\x00")  # a handshake record of 16 KiB follows...
+                for _ in range(40):
+                    time.sleep(0.25)
+                    conn.sendall(b"\x00")
+
+        thread = threading.Thread(target=trickle, daemon=True)
+        thread.start()
+        point("mnist", f"https://127.0.0.1:{port}/")
+        start = time.monotonic()
+        with pytest.raises(DatasetError, match="deadline of 1 s"):
+            ds.download("mnist", tmp_path, timeout=5, deadline=1)
+        assert time.monotonic() - start < 4
+        thread.join(timeout=15)
+    _assert_only(tmp_path, [])

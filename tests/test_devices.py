@@ -308,3 +308,158 @@ def test_snakemake_gpu_profile_gives_concurrent_jobs_distinct_gpus(tmp_path):
             overlapping += 1
             assert gpu_a != gpu_b, f"two concurrent jobs held GPU {gpu_a}: {runs}"
     assert overlapping >= 1, f"no two training jobs ran at the same time: {runs}"
+
+
+# --------------------------------------------------------------------------- a shared lock directory
+
+OTHER_UID = 65534  # "nobody": stands for another user of the machine
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="simulating another user needs root")
+
+
+@pytest.fixture
+def victim(tmp_path):
+    """A file of ours that another user would like to make writable or overwrite."""
+    path = tmp_path / "home" / ".bashrc"
+    path.parent.mkdir()
+    path.write_text("alias ls='ls --color'\n")
+    path.chmod(0o600)
+    return path
+
+
+def untouched(victim) -> bool:
+    st = victim.stat()
+    return victim.read_text() == "alias ls='ls --color'\n" and (st.st_mode & 0o7777) == 0o600
+
+
+def shared_dir(path: Path, owner: int, mode: int) -> Path:
+    path.mkdir()
+    os.chown(path, owner, owner)
+    path.chmod(mode)
+    return path
+
+
+@as_root
+def test_a_lock_dir_planted_by_another_user_is_refused_and_the_victim_untouched(tmp_path, victim):
+    """The attack: another user creates the lock directory first (sticky and world-writable, as
+    ours would be) and plants gpu-0.lock -> the victim's file."""
+    locks = shared_dir(tmp_path / "locks", OTHER_UID, 0o1777)
+    (locks / "gpu-0.lock").symlink_to(victim)
+    os.lchown(locks / "gpu-0.lock", OTHER_UID, OTHER_UID)
+    with pytest.raises(DeviceError) as info:
+        devices.claim(1, ["0"], directory=locks, wait=0)
+    message = str(info.value)
+    assert str(locks) in message and f"owned by uid {OTHER_UID}" in message
+    assert "owned by you" in message and "HPSTUDY_GPU_LOCK_DIR" in message
+    assert untouched(victim)
+
+
+@as_root
+def test_a_planted_symlink_in_a_root_owned_sticky_dir_is_refused(tmp_path, victim):
+    locks = shared_dir(tmp_path / "locks", 0, 0o1777)
+    (locks / "gpu-0.lock").symlink_to(victim)
+    os.lchown(locks / "gpu-0.lock", OTHER_UID, OTHER_UID)
+    with pytest.raises(DeviceError, match=r"gpu-0\.lock is a symbolic link\. Expected a regular"):
+        devices.try_claim(1, ["0", "1"], 1, locks)
+    assert untouched(victim)
+    assert devices.try_claim(1, ["1"], 1, locks).gpus == ["1"]  # the other card is still usable
+
+
+def test_a_symlinked_lock_file_is_refused_in_our_own_dir(tmp_path, victim):
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    (locks / "gpu-0.lock").symlink_to(victim)
+    with pytest.raises(DeviceError, match="is a symbolic link"):
+        devices.try_claim(1, ["0"], 1, locks)
+    assert untouched(victim)
+
+
+def test_a_hard_linked_lock_file_is_refused(tmp_path, victim):
+    locks = tmp_path / "locks"
+    locks.mkdir(mode=0o700)
+    os.link(victim, locks / "gpu-0.lock")  # same file system: tmp_path
+    with pytest.raises(DeviceError, match=r"gpu-0\.lock is a regular file with 2 links"):
+        devices.try_claim(1, ["0"], 1, locks)
+    assert untouched(victim)
+
+
+def test_a_symlinked_lock_dir_is_refused(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "locks").symlink_to(real)
+    with pytest.raises(DeviceError, match=r"locks is a symbolic link\. Expected the GPU lock dir"):
+        devices.try_claim(1, ["0"], 1, tmp_path / "locks")
+    assert list(real.iterdir()) == []
+
+
+def test_a_group_writable_lock_dir_without_the_sticky_bit_is_refused(tmp_path):
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    locks.chmod(0o775)
+    with pytest.raises(DeviceError) as info:
+        devices.try_claim(1, ["0"], 1, locks)
+    assert "has mode 775: writable by group or others without the sticky bit" in str(info.value)
+    assert "HPSTUDY_GPU_LOCK_DIR" in str(info.value)
+    assert list(locks.iterdir()) == []
+
+
+@as_root
+def test_a_root_owned_sticky_dir_is_used_and_another_users_lock_file_left_alone(tmp_path):
+    locks = shared_dir(tmp_path / "locks", 0, 0o1777)
+    theirs = locks / "gpu-0.lock"
+    theirs.write_text("pid 1 on elsewhere\n")
+    os.chown(theirs, OTHER_UID, OTHER_UID)
+    theirs.chmod(0o644)
+    held = devices.try_claim(2, ["0", "1"], 1, locks)
+    assert held.gpus == ["0", "1"]  # their file can be locked through a read-only descriptor
+    assert theirs.read_text() == "pid 1 on elsewhere\n" and theirs.stat().st_mode & 0o7777 == 0o644
+    assert (locks / "gpu-1.lock").read_text().startswith(f"pid {os.getpid()} ")
+    held.release()
+
+
+def test_a_lock_dir_we_create_is_shared_through_the_sticky_bit(tmp_path):
+    locks = tmp_path / "new" / "locks"
+    devices.try_claim(1, ["0"], 1, locks).release()
+    assert os.lstat(locks).st_mode & 0o7777 == 0o1777
+    assert (locks / "gpu-0.lock").stat().st_mode & 0o777 == 0o644  # not writable by others
+
+
+def test_a_fifo_in_place_of_a_lock_file_is_refused_without_hanging(tmp_path):
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    os.mkfifo(locks / "gpu-0.lock")
+    with pytest.raises(DeviceError, match="is not a regular file"):
+        devices.try_claim(1, ["0"], 1, locks)
+
+
+# --------------------------------------------------------------------------- JAX's compilation cache
+
+
+def test_the_jax_cache_is_created_private(tmp_path):
+    env = {"TMPDIR": str(tmp_path)}
+    devices.setup(backend="jax", env=env)
+    cache = Path(env["JAX_COMPILATION_CACHE_DIR"])
+    assert cache.parent == tmp_path and os.lstat(cache).st_mode & 0o7777 == 0o700
+
+
+@pytest.mark.parametrize("planted", ["symlink", "other owner", "group-writable"])
+def test_a_jax_cache_another_user_could_write_is_refused(tmp_path, planted):
+    if planted == "other owner" and os.geteuid() != 0:
+        pytest.skip("simulating another user needs root")
+    cache = tmp_path / f"hpstudy-jax-cache-{os.getuid()}"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    if planted == "symlink":
+        cache.symlink_to(elsewhere)
+        problem = "is a symbolic link"
+    elif planted == "other owner":
+        shared_dir(cache, OTHER_UID, 0o700)
+        problem = f"is owned by uid {OTHER_UID}"
+    else:
+        cache.mkdir()
+        cache.chmod(0o770)
+        problem = "has mode 770: writable by group or others"
+    with pytest.raises(DeviceError) as info:
+        devices.setup(backend="jax", env={"TMPDIR": str(tmp_path)})
+    message = str(info.value)
+    assert f"{cache} {problem}. Expected JAX's compilation cache" in message
+    assert "JAX_COMPILATION_CACHE_DIR" in message

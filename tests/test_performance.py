@@ -63,12 +63,12 @@ def test_cached_section_check_reports_every_bad_variant():
             plan_of(cfg)
 
 
-def test_jax_gets_one_thread_and_a_node_local_compile_cache():
-    env = {"TMPDIR": "/scratch"}
+def test_jax_gets_one_thread_and_a_node_local_compile_cache(tmp_path):
+    env = {"TMPDIR": str(tmp_path)}  # the node-local scratch directory
     devices.setup(threads=1, backend="jax", env=env)
     assert env["KERAS_BACKEND"] == "jax"
     assert "intra_op_parallelism_threads=1" in env["XLA_FLAGS"]
-    assert env["JAX_COMPILATION_CACHE_DIR"].startswith("/scratch/hpstudy-jax-cache-")
+    assert env["JAX_COMPILATION_CACHE_DIR"].startswith(f"{tmp_path}/hpstudy-jax-cache-")
     env = {}
     devices.setup(threads=2, backend="tensorflow", env=env)
     assert "XLA_FLAGS" not in env and "JAX_COMPILATION_CACHE_DIR" not in env

@@ -20,7 +20,7 @@ from .tasks import EXTRA_TEST, GREATER_IS_BETTER, metric_of
 
 def read_metrics(path: str | Path) -> dict:
     """A run's metrics.json."""
-    with open(path) as fh:
+    with open(path, encoding="utf-8") as fh:
         return json.load(fh)
 
 
@@ -254,7 +254,7 @@ def effects_table(studies: list[dict], summaries: list[pd.DataFrame]) -> pd.Data
 
 def lr_range_table(study: dict, suggestion_path: str | Path, out_dir: str | Path):
     """runs.csv of an lr_range study: one row, its test, with the suggestion."""
-    s = json.loads(Path(suggestion_path).read_text())
+    s = json.loads(Path(suggestion_path).read_text(encoding="utf-8"))
     test_dir = Path(suggestion_path).parent
     row = {
         "study": study["name"],

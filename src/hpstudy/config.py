@@ -70,7 +70,7 @@ def read_yaml(path: str | Path) -> Any:
     """Parse one YAML file strictly; a syntax error or duplicate key names the file and line."""
     path = Path(path)
     try:
-        with open(path) as fh:  # a stream, so YAML marks carry the file name
+        with open(path, encoding="utf-8") as fh:  # a stream, so YAML marks carry the file name
             loader = yaml.SafeLoader(fh)
             try:
                 node = loader.get_single_node()
@@ -94,7 +94,7 @@ def read_yaml(path: str | Path) -> Any:
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
     """The config's JSON schema (workflow/schemas/config.schema.yaml) as a dict."""
-    with open(path) as fh:
+    with open(path, encoding="utf-8") as fh:
         return yaml.safe_load(fh)
 
 

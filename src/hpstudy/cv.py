@@ -151,7 +151,7 @@ def study_tables(study: dict, winner_path: str | Path, out_dir: str | Path) -> t
 
     The summary has one row per candidate, over its folds; its `is_best` is the CV winner.
     """
-    chosen = json.loads(Path(winner_path).read_text())
+    chosen = json.loads(Path(winner_path).read_text(encoding="utf-8"))
     folds = analysis.runs_table(study, out_dir)
     folds.insert(folds.columns.get_loc("run") + 1, "fold", [r["fold"] for r in _runs(study)])
     folds.insert(folds.columns.get_loc("is_reference") + 1, "is_refit", False)

@@ -1,7 +1,10 @@
 """Dataset sources: pinned downloads and conversion to one canonical ``.npz``.
 
-Every remote file is pinned by SHA-256 and fetched to a temporary file next to
-its final path, so a final path only ever holds verified bytes. ``convert``
+Every remote file is pinned by SHA-256 and size and fetched to a temporary file
+next to its final path, so a final path only ever holds verified bytes. A
+download stops as soon as it exceeds the pinned size, must finish within a
+deadline (not only a timeout per read), and follows a redirect only to https or
+within the scheme and host it was sent to. ``convert``
 turns the raw files into a plain ``.npz`` (numeric arrays only, no pickle)
 with the keys ``x_train, y_train, x_test, y_test``, shaped and typed as Keras'
 own ``keras.datasets.*.load_data`` returns them (labels are flattened to
@@ -21,11 +24,19 @@ import hashlib
 import http.client
 import json
 import logging
+import math
 import os
 import pickle
+import re
 import secrets
+import socket
+import ssl
 import struct
 import tarfile
+import threading
+import time
+import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable, Mapping
@@ -42,8 +53,19 @@ MIRROR_ENV = "HPSTUDY_DATA_MIRROR"
 
 #: TEST-ONLY. Path to a JSON file ``{"<file name>": "<sha256>", ...}`` whose hashes replace the
 #: pinned ones in :func:`get_source`, so the end-to-end tests can serve small stand-in files in
-#: the real formats. Never set it for real studies: it switches off the protection the pins give.
+#: the real formats. It is honoured only while :data:`TESTING_ENV` is set, that is inside the
+#: test suite, and ignored (with a warning) anywhere else: it would switch off the protection
+#: the pins give.
 SHA256_OVERRIDES_ENV = "HPSTUDY_SHA256_OVERRIDES"
+#: Set by pytest while a test runs, and inherited by the processes a test starts (Snakemake and
+#: its jobs). Its presence is what makes :data:`SHA256_OVERRIDES_ENV` count.
+TESTING_ENV = "PYTEST_CURRENT_TEST"
+
+#: Seconds one file's download may take in all, overriding the default of :func:`deadline_for`.
+DEADLINE_ENV = "HPSTUDY_DOWNLOAD_DEADLINE"
+#: The default deadline: at least this many seconds, and enough for this many bytes a second.
+DEADLINE_MIN_SECONDS = 300.0
+DEADLINE_MIN_RATE = 100_000
 
 #: Where Keras 3.15 itself fetches its datasets from.
 KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
@@ -71,11 +93,15 @@ class DatasetError(RuntimeError):
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One file to download: its local name, origin URL and pinned SHA-256."""
+    """One file to download: its local name, origin URL, pinned SHA-256 and size in bytes.
+
+    A download stops as soon as it exceeds ``size``; a shorter one fails the hash check.
+    """
 
     name: str
     url: str
     sha256: str
+    size: int
 
     def __post_init__(self) -> None:
         # A typo in a pinned hash would otherwise only surface as a confusing
@@ -87,6 +113,8 @@ class RemoteFile:
             )
         if Path(self.name).name != self.name:
             raise ValueError(f"file name must not contain a directory, got {self.name!r}")
+        if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 1:
+            raise ValueError(f"size of {self.name} must be a positive int, got {self.size!r}")
 
 
 @dataclass(frozen=True)
@@ -100,14 +128,17 @@ class Source:
     description: str
 
 
-def _keras_file(name: str, sha256: str) -> RemoteFile:
+def _keras_file(name: str, sha256: str, size: int) -> RemoteFile:
     """A file hosted next to Keras' own dataset files."""
-    return RemoteFile(name, KERAS_ORIGIN + name, sha256)
+    return RemoteFile(name, KERAS_ORIGIN + name, sha256, size)
 
 
+# The sizes are those Keras' own downloads report ("Downloading data from <url>" then
+# "<size>/<size>") for these very URLs.
 _CALIFORNIA = _keras_file(
     "california_housing.npz",
     "1a2e3a52e0398de6463aebe6f4a8da34fb21fbb6b934cf88c3425e766f2a1a6f",
+    743530,
 )
 
 # Keras 3.15 does not verify the Fashion-MNIST files, so these are pinned here.
@@ -121,6 +152,12 @@ _FASHION_MNIST_SHA256 = {
     "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
     "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
     "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+}
+_FASHION_MNIST_SIZE = {
+    "train-labels-idx1-ubyte.gz": 29515,
+    "train-images-idx3-ubyte.gz": 26421880,
+    "t10k-labels-idx1-ubyte.gz": 5148,
+    "t10k-images-idx3-ubyte.gz": 4422102,
 }
 
 SOURCES: dict[str, Source] = {
@@ -145,6 +182,7 @@ SOURCES: dict[str, Source] = {
             _keras_file(
                 "mnist.npz",
                 "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1",
+                11490434,
             ),
         ),
         10,
@@ -153,7 +191,10 @@ SOURCES: dict[str, Source] = {
     "fashion_mnist": Source(
         "fashion_mnist",
         "classification",
-        tuple(_keras_file(name, digest) for name, digest in _FASHION_MNIST_SHA256.items()),
+        tuple(
+            _keras_file(name, digest, _FASHION_MNIST_SIZE[name])
+            for name, digest in _FASHION_MNIST_SHA256.items()
+        ),
         10,
         "Fashion-MNIST: 60000/10000 uint8 images (N, 28, 28), uint8 labels.",
     ),
@@ -165,6 +206,7 @@ SOURCES: dict[str, Source] = {
                 "cifar-10-python.tar.gz",
                 CIFAR10_ORIGIN,
                 "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+                170498071,
             ),
         ),
         10,
@@ -177,6 +219,7 @@ SOURCES: dict[str, Source] = {
             _keras_file(
                 "boston_housing.npz",
                 "f553886a1f8d56431e820c5b82552d9d95cfcb96d1e678153f8839538947dff5",
+                57026,
             ),
         ),
         None,
@@ -208,8 +251,8 @@ TASKS = {name: source.task for name, source in SOURCES.items()}
 def get_source(name: str) -> Source:
     """Return the registered source ``name``; ValueError naming the valid names otherwise.
 
-    Its pinned hashes are replaced by those of the test-only ``HPSTUDY_SHA256_OVERRIDES`` file
-    when that variable is set (see :data:`SHA256_OVERRIDES_ENV`).
+    Inside the test suite only, its pinned hashes are replaced by those of the
+    ``HPSTUDY_SHA256_OVERRIDES`` file when that variable is set (see :data:`SHA256_OVERRIDES_ENV`).
     """
     try:
         source = SOURCES[name]
@@ -230,12 +273,24 @@ def get_source(name: str) -> Source:
 
 
 def _sha256_overrides() -> dict[str, str]:
-    """The ``{file name: sha256}`` mapping of the test-only overrides file, or {} when unset."""
+    """The ``{file name: sha256}`` mapping of the test-only overrides file, or {} when unset.
+
+    Outside the test suite (no ``PYTEST_CURRENT_TEST``) the variable is ignored with a warning.
+    """
     path = os.environ.get(SHA256_OVERRIDES_ENV)
     if not path:
         return {}
+    if not os.environ.get(TESTING_ENV):
+        log.warning(
+            "%s=%s is ignored: it is honoured only inside the test suite (where pytest sets %s); "
+            "the pinned sha256 values apply. Unset it.",
+            SHA256_OVERRIDES_ENV,
+            path,
+            TESTING_ENV,
+        )
+        return {}
     try:
-        mapping = json.loads(Path(path).read_text())
+        mapping = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise DatasetError(
             f"{SHA256_OVERRIDES_ENV}={path}: expected a readable JSON file mapping file names "
@@ -256,25 +311,28 @@ def with_overrides(
     *,
     base_url: str | None = None,
     sha256: Mapping[str, str] | None = None,
+    size: Mapping[str, int] | None = None,
 ) -> Source:
-    """Copy of ``source`` whose files come from ``base_url`` and/or carry other hashes.
+    """Copy of ``source`` whose files come from ``base_url`` and/or carry other hashes or sizes.
 
     Meant for tests and private re-hosts: put the result into ``SOURCES`` (e.g.
     with ``monkeypatch.setitem``) to make :func:`download` and :func:`convert`
-    use it.
+    use it. A file given another hash keeps its pinned size as the limit unless
+    ``size`` names it too.
     """
-    sha256 = dict(sha256 or {})
-    unknown = set(sha256) - {f.name for f in source.files}
+    sha256, size = dict(sha256 or {}), dict(size or {})
+    unknown = (set(sha256) | set(size)) - {f.name for f in source.files}
     if unknown:
         raise ValueError(
-            f"sha256 overrides for files {sorted(unknown)} that {source.name} does not have; "
-            f"its files are {[f.name for f in source.files]}"
+            f"sha256 or size overrides for files {sorted(unknown)} that {source.name} does not "
+            f"have; its files are {[f.name for f in source.files]}"
         )
     files = tuple(
         dataclasses.replace(
             f,
             url=_join_url(base_url, f.name) if base_url else f.url,
             sha256=sha256.get(f.name, f.sha256),
+            size=size.get(f.name, f.size),
         )
         for f in source.files
     )
@@ -299,27 +357,73 @@ def sha256_file(path: str | Path) -> str:
 
 
 def download(
-    name: str, dest_dir: str | Path, mirror: str | None = None, timeout: float = 60.0
+    name: str,
+    dest_dir: str | Path,
+    mirror: str | None = None,
+    timeout: float = 60.0,
+    deadline: float | None = None,
 ) -> list[Path]:
     """Fetch and verify every file of source ``name`` into ``dest_dir``.
 
     ``mirror`` (else the ``HPSTUDY_DATA_MIRROR`` environment variable) replaces
     the origin: a local directory holding the files under their names, or a
     base URL the names are appended to. Files already present with the pinned
-    hash are kept. Whether this returns or raises, every file at a final path
-    has its pinned SHA-256. Returns the final paths, in the source's order.
+    hash are kept; temporary files left by a killed download are removed first.
+    Whether this returns or raises, every file at a final path has its pinned
+    SHA-256. Returns the final paths, in the source's order.
+
+    ``timeout`` bounds each network operation; ``deadline`` (else the
+    ``HPSTUDY_DOWNLOAD_DEADLINE`` environment variable, else :func:`deadline_for`
+    the file's size) bounds each file's whole download, in seconds. A redirect
+    is followed only to an https URL, or to the same scheme and host as the URL
+    that was redirected.
     """
     source = get_source(name)
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
     mirror = mirror or os.environ.get(MIRROR_ENV) or None
+    if deadline is None:
+        deadline = _deadline_from_env()
     paths = []
     for remote in source.files:
         final = dest / remote.name
+        _remove_stale_parts(final)
         if not _have_verified(final, remote):
-            _fetch(source, remote, final, mirror, timeout)
+            seconds = deadline if deadline is not None else deadline_for(remote.size)
+            _fetch(source, remote, final, mirror, timeout, seconds)
         paths.append(final)
     return paths
+
+
+def deadline_for(size: int) -> float:
+    """The default time one file of ``size`` bytes may take: 100 kB/s, and never under 5 min."""
+    return max(DEADLINE_MIN_SECONDS, size / DEADLINE_MIN_RATE)
+
+
+def _deadline_from_env() -> float | None:
+    text = os.environ.get(DEADLINE_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise DatasetError(
+            f"Expected ${DEADLINE_ENV} to be a number of seconds > 0 (the time one file's "
+            f"download may take). Received: {text!r}"
+        )
+    return seconds
+
+
+def _remove_stale_parts(final: Path) -> None:
+    """Remove the temporary files (see :func:`_temp_path`) a killed download of ``final`` left."""
+    stale = re.compile(rf"\.{re.escape(final.name)}\.\d+\.[0-9a-f]{{8}}\.part")
+    for path in final.parent.iterdir():
+        if stale.fullmatch(path.name):
+            log.warning("removing %s, left by an interrupted download", path)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
 
 def _have_verified(final: Path, remote: RemoteFile) -> bool:
@@ -343,46 +447,211 @@ def _have_verified(final: Path, remote: RemoteFile) -> bool:
 
 
 def _fetch(
-    source: Source, remote: RemoteFile, final: Path, mirror: str | None, timeout: float
+    source: Source,
+    remote: RemoteFile,
+    final: Path,
+    mirror: str | None,
+    timeout: float,
+    deadline: float,
 ) -> None:
     """Stream one file to a temp file beside ``final``, verify it, then rename it."""
     origin = _origin_of(remote, mirror)
     log.info("fetching %s from %s", remote.name, origin)
     tmp = _temp_path(final)
+    watchdog = _Watchdog(deadline)
+    received = 0
+
+    def failed(exc: BaseException) -> DatasetError:
+        if watchdog.expired:
+            exc = _DeadlineExceeded(
+                f"the download did not finish within its deadline of {deadline:g} s "
+                f"({received} of {remote.size} bytes received); for a slow link set "
+                f"{DEADLINE_ENV} to more seconds"
+            )
+        return _unreachable(source, remote, final, mirror, exc)
+
     try:
         digest = hashlib.sha256()
         with open(tmp, "xb") as out:
             # Only errors from opening or reading the origin mean "unreachable";
             # a failing write (e.g. a full disk) propagates as itself.
             try:
-                stream = _open_origin(origin, timeout)
+                stream = _open_origin(origin, timeout, watchdog)
             except _FETCH_ERRORS as exc:
-                raise _unreachable(source, remote, final, mirror, exc) from exc
+                raise failed(exc) from exc
             with stream:
+                _refuse_declared_size(stream, remote, origin, final)
+                read = getattr(stream, "read1", stream.read)  # what has arrived, not a full chunk
                 while True:
+                    if watchdog.expired:
+                        raise failed(TimeoutError())
                     try:
-                        chunk = stream.read(_CHUNK)
+                        chunk = read(_CHUNK)
                     except _FETCH_ERRORS as exc:
-                        raise _unreachable(source, remote, final, mirror, exc) from exc
+                        raise failed(exc) from exc
                     if not chunk:
                         break
+                    received += len(chunk)
+                    if received > remote.size:
+                        raise _too_large(remote, origin, final, f"more than {remote.size}")
                     digest.update(chunk)
                     out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
-        received = digest.hexdigest()
-        if received != remote.sha256:
+        digest_received = digest.hexdigest()
+        if digest_received != remote.sha256:
+            if watchdog.expired:  # the deadline cut the transfer short
+                raise failed(TimeoutError())
             raise DatasetError(
                 f"checksum mismatch for {remote.name} fetched from {origin}: "
-                f"expected sha256 {remote.sha256}, received {received} "
-                f"({tmp.stat().st_size} bytes). Nothing was written to {final}; "
+                f"expected sha256 {remote.sha256}, received {digest_received} "
+                f"({received} bytes, pinned size {remote.size}). Nothing was written to {final}; "
                 "the transfer was truncated or the file differs from the pinned version."
             )
         os.replace(tmp, final)
     finally:
+        watchdog.close()
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     log.info("verified %s (sha256 %s)", final, remote.sha256)
+
+
+def _refuse_declared_size(stream: object, remote: RemoteFile, origin: str, final: Path) -> None:
+    """Fail before reading when the server announces more bytes than the pinned size."""
+    headers = getattr(stream, "headers", None)
+    declared = headers.get("Content-Length", "") if headers is not None else ""
+    if declared.strip().isdigit() and int(declared) > remote.size:
+        raise _too_large(remote, origin, final, f"{int(declared)} (its Content-Length)")
+
+
+def _too_large(remote: RemoteFile, origin: str, final: Path, received: str) -> DatasetError:
+    return DatasetError(
+        f"{remote.name} fetched from {origin} is larger than its pinned size: expected "
+        f"{remote.size} bytes, received {received} bytes. Stopped reading; nothing was written "
+        f"to {final}. The origin (or mirror) serves another file than the pinned one "
+        f"(sha256 {remote.sha256}): check it, or place the pinned file there by hand."
+    )
+
+
+class _DeadlineExceeded(TimeoutError):
+    """A download that did not finish within its deadline."""
+
+
+class _Watchdog:
+    """Ends a download at its deadline, wherever it blocks.
+
+    A timeout per read lets a server that sends a byte every few seconds hold a download forever.
+    At the deadline this shuts down the sockets it watches (each connection's, from the moment
+    it is connected: TLS handshake, headers and body), so a blocked read returns at once.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._end = time.monotonic() + seconds
+        self._fired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    @property
+    def expired(self) -> bool:
+        return self._fired or time.monotonic() >= self._end
+
+    def watch(self, sock: socket.socket) -> None:
+        # A duplicate descriptor: shutting it down stops the connection even after TLS has
+        # taken over the original socket object.
+        dup = sock.dup()
+        with self._lock:
+            self._sockets.append(dup)
+            fired = self._fired
+        if fired:
+            self._shutdown(dup)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self._fired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            self._shutdown(sock)
+
+    @staticmethod
+    def _shutdown(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            sock.close()
+
+
+class _WatchedHTTPConnection(http.client.HTTPConnection):
+    """An HTTP connection whose socket a :class:`_Watchdog` can shut down."""
+
+    watchdog: _Watchdog
+
+    def connect(self) -> None:
+        super().connect()
+        self.watchdog.watch(self.sock)
+
+
+# HTTPSConnection.connect() calls super().connect(), which this order makes
+# _WatchedHTTPConnection's: the plain socket is watched before the TLS handshake starts.
+class _WatchedHTTPSConnection(http.client.HTTPSConnection, _WatchedHTTPConnection):
+    pass
+
+
+def _watched(cls: type, watchdog: _Watchdog) -> Callable[..., http.client.HTTPConnection]:
+    """A factory of `cls` connections that `watchdog` watches, for urllib's do_open()."""
+
+    def connect(*args: object, **kwargs: object) -> http.client.HTTPConnection:
+        connection = cls(*args, **kwargs)
+        connection.watchdog = watchdog
+        return connection
+
+    return connect
+
+
+class _WatchedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, watchdog: _Watchdog) -> None:
+        super().__init__()
+        self.watchdog = watchdog
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_watched(_WatchedHTTPConnection, self.watchdog), req)
+
+
+class _WatchedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, watchdog: _Watchdog) -> None:
+        self.context = ssl.create_default_context()  # verifies certificates, as urlopen does
+        super().__init__(context=self.context)
+        self.watchdog = watchdog
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        connect = _watched(_WatchedHTTPSConnection, self.watchdog)
+        return self.do_open(connect, req, context=self.context)
+
+
+class _HttpsRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to an https URL, or within the redirected URL's scheme and host.
+
+    So an https origin is never downgraded to http, and a plain-http mirror can move a file
+    around on its own host but cannot send the download to another one.
+    """
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        old, new = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
+        same = (new.scheme, new.hostname, new.port) == (old.scheme, old.hostname, old.port)
+        if new.scheme != "https" and not same:
+            fp.close()
+            raise urllib.error.URLError(
+                f"refused HTTP {code} redirect from {req.full_url} to {newurl}: a redirect may "
+                "only go to https, or stay on the same scheme and host"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 def _origin_of(remote: RemoteFile, mirror: str | None) -> str:
@@ -404,11 +673,16 @@ def _join_url(base: str, name: str) -> str:
     return base.rstrip("/") + "/" + name
 
 
-def _open_origin(origin: str, timeout: float) -> contextlib.AbstractContextManager[BinaryIO]:
-    """Open a URL (with a timeout) or a local file for reading."""
+def _open_origin(
+    origin: str, timeout: float, watchdog: _Watchdog
+) -> contextlib.AbstractContextManager[BinaryIO]:
+    """Open a URL (a timeout per operation, the watchdog's deadline) or a local file for reading."""
     if _is_url(origin):
         request = urllib.request.Request(origin, headers={"User-Agent": _USER_AGENT})
-        return urllib.request.urlopen(request, timeout=timeout)
+        opener = urllib.request.build_opener(
+            _WatchedHTTPHandler(watchdog), _WatchedHTTPSHandler(watchdog), _HttpsRedirects()
+        )
+        return opener.open(request, timeout=timeout)
     return open(origin, "rb")
 
 
@@ -430,13 +704,13 @@ def _unreachable(
         f"could not fetch {remote.name} for dataset {source.name!r} from {origin}: {exc}",
         "Without network access, provide the file yourself:",
         f"  place {remote.name} at {final.resolve()}",
-        f"  with sha256 {remote.sha256}",
+        f"  with sha256 {remote.sha256} ({remote.size} bytes)",
         f"  (original URL: {remote.url})",
     ]
     others = [f for f in source.files if f.name != remote.name]
     if others:
         lines.append(f"This dataset also needs, in {final.parent.resolve()}:")
-        lines += [f"  {f.name}  sha256 {f.sha256}  ({f.url})" for f in others]
+        lines += [f"  {f.name}  sha256 {f.sha256}  {f.size} bytes  ({f.url})" for f in others]
     if mirror:
         lines.append(f"Or put these files in the mirror in use, {mirror}.")
     else:
@@ -575,6 +849,10 @@ def _convert_cifar10(raw: Mapping[str, Path]) -> dict[str, np.ndarray]:
     }
 
 
+#: The largest CIFAR batch read (the official ones are about 31 MB each). The tarball's hash is
+#: checked first, so this only bounds what a tampered or stand-in file can make us allocate.
+CIFAR_MEMBER_MAX_BYTES = 64 << 20
+
 # The only globals a pickled ndarray needs, under numpy 1 and numpy 2 names.
 _PICKLE_GLOBALS = frozenset(
     {
@@ -592,7 +870,9 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     The CIFAR batches are the one input that is a pickle by format. They are
     only ever read from the tarball whose SHA-256 was just checked, and this
     class also refuses every global outside ``_PICKLE_GLOBALS``, so even a
-    tampered file cannot run code.
+    tampered file cannot run code. Arrays are built as :class:`_CheckedArray`,
+    whose state must be numeric, of a size under the cap, and declare exactly
+    the bytes it holds.
     """
 
     def find_class(self, module: str, name: str) -> object:
@@ -601,7 +881,39 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(
                 f"refusing to load global {module}.{name} from a dataset pickle"
             )
+        if name == "ndarray":
+            return _CheckedArray
         return _np_reconstruct() if name == "_reconstruct" else getattr(np, name)
+
+
+class _CheckedArray(np.ndarray):
+    """The array a dataset pickle builds: its pickled state is checked before numpy reads it."""
+
+    def __setstate__(self, state: object) -> None:
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError(f"unexpected ndarray state of type {type(state).__name__}")
+        shape, dtype, _, data = state[-4:]
+        ok_shape = isinstance(shape, tuple) and all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        )
+        if not ok_shape or not isinstance(dtype, np.dtype) or dtype.kind not in "biuf":
+            raise pickle.UnpicklingError(
+                f"expected a numeric array with a shape of non-negative ints, "
+                f"received shape {shape!r} and dtype {dtype!r}"
+            )
+        declared = math.prod(shape) * dtype.itemsize
+        if declared > CIFAR_MEMBER_MAX_BYTES:
+            raise pickle.UnpicklingError(
+                f"array declares shape {shape} of {dtype} ({declared} bytes), more than the "
+                f"{CIFAR_MEMBER_MAX_BYTES} bytes a batch may hold"
+            )
+        present = len(data) if isinstance(data, (bytes, bytearray)) else None
+        if present != declared:
+            held = f"{present} bytes" if present is not None else type(data).__name__
+            raise pickle.UnpicklingError(
+                f"array declares shape {shape} of {dtype} ({declared} bytes) but holds {held}"
+            )
+        super().__setstate__(state)
 
 
 def _np_reconstruct() -> object:
@@ -617,22 +929,35 @@ def _cifar_batch(tar: tarfile.TarFile, member: str, path: Path) -> tuple[np.ndar
     """One CIFAR batch as channels-last uint8 images and flat uint8 labels."""
     name = f"cifar-10-batches-py/{member}"
     try:
-        fh = tar.extractfile(name)
+        info = tar.getmember(name)
     except KeyError:
-        fh = None
-    if fh is None:
+        info = None
+    if info is None or not info.isfile():
         raise DatasetError(f"{path} has no regular file {name}; expected the official tarball")
-    with fh:
+    if info.size > CIFAR_MEMBER_MAX_BYTES:
+        raise DatasetError(
+            f"{name} in {path}: expected at most {CIFAR_MEMBER_MAX_BYTES} bytes (the official "
+            f"batches are about 31 MB), received a member of {info.size} bytes; delete the "
+            "tarball and rerun the download"
+        )
+    with tar.extractfile(info) as fh:
         # encoding="bytes": the batches were pickled by Python 2, so their
         # keys and the arrays' raw buffers must stay bytes (as Keras reads them).
         try:
             batch = _NumpyOnlyUnpickler(fh, encoding="bytes").load()
-        except (pickle.UnpicklingError, EOFError, ValueError) as exc:
-            raise DatasetError(f"cannot unpickle {name} in {path}: {exc}") from exc
+        except Exception as exc:  # any malformed pickle, MemoryError included
+            kind = "out of memory" if isinstance(exc, MemoryError) else str(exc)
+            raise DatasetError(
+                f"cannot unpickle {name} in {path}: {kind}; expected the official tarball "
+                "(delete it and rerun the download)"
+            ) from exc
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         raise DatasetError(f"{name} in {path}: expected a dict with b'data' and b'labels'")
     data = np.asarray(batch[b"data"])
-    labels = np.asarray(batch[b"labels"], dtype=np.uint8).reshape(-1)
+    try:
+        labels = np.asarray(batch[b"labels"], dtype=np.uint8).reshape(-1)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise DatasetError(f"{name} in {path}: expected labels 0..255, received {exc}") from exc
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DatasetError(
             f"{name} in {path}: expected uint8 data of shape (N, 3072), "

@@ -12,17 +12,26 @@ The machine's list is `HPSTUDY_GPUS` ("0,1,2,3"; the workflow fills it from `res
 else the GPUs that `nvidia-smi -L` lists. `HPSTUDY_JOBS_PER_GPU` (from `resources.jobs_per_gpu`)
 lets several jobs share one card; `HPSTUDY_GPU_LOCK_DIR` moves the lock files. This module does
 not import TensorFlow.
+
+The lock directory is shared with other users, so it is checked the way trusted tools check such
+places: it must be a real directory (not a symbolic link) owned by the current user or root, and
+not writable by others unless its sticky bit is set (then only a file's owner can remove or
+rename it). Lock files are opened without following symbolic links, must be regular files with a
+single link, and only a lock file the user owns gets the holder line written into it. JAX's
+compilation cache (native code that JAX loads) is a private directory, 0700, with the same checks.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import fcntl
 import os
 import re
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -34,7 +43,9 @@ ENV_GPUS = "HPSTUDY_GPUS"
 ENV_JOBS_PER_GPU = "HPSTUDY_JOBS_PER_GPU"
 ENV_LOCK_DIR = "HPSTUDY_GPU_LOCK_DIR"
 # In /tmp rather than $XDG_RUNTIME_DIR: the GPUs belong to the machine, so every user's jobs
-# must see the same locks. The directory is world-writable and sticky, like /tmp itself.
+# must see the same locks. The directory is world-writable and sticky, like /tmp itself. Only one
+# owned by root or by the user is used, so on a machine shared by several users an administrator
+# creates it, e.g. with the systemd-tmpfiles line `d /tmp/hpstudy-gpu-locks 1777 root root -`.
 DEFAULT_LOCK_DIR = "/tmp/hpstudy-gpu-locks"
 
 _GPU_LINE = re.compile(r"^GPU (\d+):")
@@ -132,29 +143,116 @@ class Claim:
 _HELD: list[Claim] = []
 
 
-def _make_lock_dir(directory: Path) -> None:
-    if not directory.is_dir():
-        directory.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(OSError):  # someone else's directory: theirs to set
-            directory.chmod(0o1777)
+def _refuse(path: Path, problem: str, expected: str, fix: str) -> DeviceError:
+    return DeviceError(f"{path} {problem}. Expected {expected}. {fix}")
 
 
-def _try_lock(path: Path) -> int | None:
-    """Take an exclusive, non-blocking flock on `path`; return the descriptor, or None if held."""
+_LOCK_DIR_FIX = (
+    "If you made it, remove it; otherwise ask an administrator to create it (owned by root, "
+    f"mode 1777), or set ${ENV_LOCK_DIR} to a directory of your own (your jobs then coordinate "
+    "GPUs only with each other)."
+)
+_LOCK_FILE_FIX = (
+    "Someone may have planted it: look at it (`ls -l`), remove it, "
+    f"or set ${ENV_LOCK_DIR} to a directory of your own."
+)
+
+
+def _check_dir(path: Path, st: os.stat_result, what: str, fix: str, private: bool) -> None:
+    """Refuse a directory through which another user could redirect or replace our files.
+
+    `private`: owned by the user and writable by nobody else; otherwise root may own it too, and
+    others may write into it if its sticky bit is set (as in /tmp).
+    """
+    if private:
+        expected = (
+            f"{what} to be a directory owned by you (uid {os.getuid()}), writable only by you"
+        )
+    else:
+        expected = (
+            f"{what} to be a directory owned by you (uid {os.getuid()}) or root, "
+            "not writable by others unless its sticky bit is set (mode 1777, like /tmp)"
+        )
+    if stat.S_ISLNK(st.st_mode):
+        raise _refuse(path, "is a symbolic link", expected, fix)
+    if not stat.S_ISDIR(st.st_mode):
+        raise _refuse(path, "is not a directory", expected, fix)
+    if st.st_uid != os.getuid() and (private or st.st_uid != 0):
+        raise _refuse(path, f"is owned by uid {st.st_uid}", expected, fix)
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & (stat.S_IWGRP | stat.S_IWOTH) and (private or not mode & stat.S_ISVTX):
+        sticky = "" if private else " without the sticky bit"
+        raise _refuse(
+            path, f"has mode {mode:o}: writable by group or others{sticky}", expected, fix
+        )
+
+
+def _open_lock_dir(directory: Path) -> int:
+    """Create the lock directory (mode 1777) if needed, check it, and return a descriptor on it.
+
+    Lock files are opened relative to the descriptor, so the directory that was checked is the
+    one used, even if the path is renamed or replaced meanwhile.
+    """
+    if not os.path.lexists(directory):
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # another job made it first: checked below
+            os.mkdir(directory, 0o700)
+            os.chmod(directory, 0o1777)  # shared with other users' jobs, like /tmp
+    what = "the GPU lock directory"
+    _check_dir(directory, os.lstat(directory), what, _LOCK_DIR_FIX, private=False)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except PermissionError:  # another user's lock file: a read-only descriptor can flock too
-        fd = os.open(path, os.O_RDONLY)
+        _check_dir(directory, os.fstat(fd), what, _LOCK_DIR_FIX, private=False)
+    except DeviceError:
+        os.close(fd)
+        raise
+    return fd
+
+
+# Never follow a symbolic link; a FIFO planted in place of a lock file must not hang the open.
+_LOCK_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+def _try_lock(path: Path, dir_fd: int) -> int | None:
+    """Take an exclusive, non-blocking flock on `path`; return the descriptor, or None if held.
+
+    `path`'s name is opened in the directory `dir_fd`. A symbolic link, a hard link (a file with
+    more than one name) or anything but a regular file is refused. A lock file owned by another
+    user is locked through a read-only descriptor and left as it is.
+    """
     try:
+        try:
+            fd = os.open(path.name, os.O_RDWR | os.O_CREAT | _LOCK_FLAGS, 0o644, dir_fd=dir_fd)
+        except PermissionError:  # another user's lock file: a read-only descriptor can flock too
+            fd = os.open(path.name, os.O_RDONLY | _LOCK_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        link = exc.errno == errno.ELOOP  # what O_NOFOLLOW says of a symbolic link
+        problem = "is a symbolic link" if link else f"cannot be opened ({exc.strerror})"
+        raise _refuse(path, problem, "a regular lock file", _LOCK_FILE_FIX) from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            kind = "a regular file" if stat.S_ISREG(st.st_mode) else "not a regular file"
+            raise _refuse(
+                path,
+                f"is {kind} with {st.st_nlink} links",
+                "a regular lock file with one link (a hard link would make us lock, and write "
+                "into, another file)",
+                _LOCK_FILE_FIX,
+            )
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return None
-    with contextlib.suppress(OSError):  # who holds it, for a person looking at the lock dir
-        os.fchmod(fd, 0o666)
-        os.ftruncate(fd, 0)
-        holder = f"pid {os.getpid()} on {socket.gethostname()} since {time.time():.3f}\n"
-        os.write(fd, holder.encode())
+    except BaseException:
+        os.close(fd)
+        raise
+    if st.st_uid == os.getuid():  # who holds it, for a person looking at the lock dir
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o644)
+            os.ftruncate(fd, 0)
+            holder = f"pid {os.getpid()} on {socket.gethostname()} since {time.time():.3f}\n"
+            os.write(fd, holder.encode())
     return fd
 
 
@@ -164,25 +262,29 @@ def try_claim(n: int, pool: list[str], per_gpu: int, directory: Path) -> Claim |
     Slots are tried slot-major (every card's first slot before any card's second), so shared
     cards fill up evenly. Taking all or nothing means two jobs never deadlock on half a claim.
     """
-    _make_lock_dir(directory)
+    dir_fd = _open_lock_dir(directory)
     gpus: list[str] = []
     locks: list[Path] = []
     fds: list[int] = []
-    for slot in range(per_gpu):
-        for gpu in pool:
-            if gpu in gpus:
-                continue
-            path = lock_path(directory, gpu, slot)
-            fd = _try_lock(path)
-            if fd is None:
-                continue
-            gpus.append(gpu)
-            locks.append(path)
-            fds.append(fd)
-            if len(gpus) == n:
-                return Claim(gpus, locks, time.time(), fds)
-    for fd in fds:
-        os.close(fd)
+    try:
+        for slot in range(per_gpu):
+            for gpu in pool:
+                if gpu in gpus:
+                    continue
+                path = lock_path(directory, gpu, slot)
+                fd = _try_lock(path, dir_fd)
+                if fd is None:
+                    continue
+                gpus.append(gpu)
+                locks.append(path)
+                fds.append(fd)
+                if len(gpus) == n:
+                    held, fds = Claim(gpus, locks, time.time(), fds), []
+                    return held
+    finally:  # a partial claim (or a refused lock file) lets go of what it took
+        os.close(dir_fd)
+        for fd in fds:
+            os.close(fd)
     return None
 
 
@@ -310,8 +412,26 @@ def _jax_env(threads: int, env: MutableMapping[str, str]) -> None:
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flags}".strip()
     cache = Path(env.get("TMPDIR") or "/tmp") / f"hpstudy-jax-cache-{os.getuid()}"
     env.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache))
+    _private_dir(Path(env["JAX_COMPILATION_CACHE_DIR"]))
     env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+def _private_dir(path: Path) -> None:
+    """Create `path` with mode 0700 if needed; refuse one another user could write or redirect.
+
+    JAX loads what its compilation cache holds as native code: a cache another user can write
+    into, or point elsewhere with a symbolic link, would run their code in our jobs.
+    """
+    if not os.path.lexists(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # made meanwhile: checked below
+            os.mkdir(path, 0o700)
+    fix = (
+        "Remove it if it is yours (it is only a cache), or set JAX_COMPILATION_CACHE_DIR "
+        "(or TMPDIR) to a directory of your own."
+    )
+    _check_dir(path, os.lstat(path), "JAX's compilation cache", fix, private=True)
 
 
 def setup(

@@ -333,7 +333,8 @@ def save(fig, path: str | Path, dpi: int = 110) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata)
         if fmt == "svg":
-            tmp.write_text(round_svg_paths(_METADATA.sub("", tmp.read_text(), count=1)))
+            svg = round_svg_paths(_METADATA.sub("", tmp.read_text(encoding="utf-8"), count=1))
+            tmp.write_text(svg, encoding="utf-8")
     plt.close(fig)
 
 

@@ -130,7 +130,7 @@ def resolve_learning_rate(spec: dict, suggestion_path: str | Path | None) -> tup
             f"optimizer.learning_rate is {lr!r}: expected the suggestion.json of range test "
             f"{test_id} as an input of the job. Received: none."
         )
-    suggestion = json.loads(Path(suggestion_path).read_text())
+    suggestion = json.loads(Path(suggestion_path).read_text(encoding="utf-8"))
     if suggestion.get("experiment") != test_id:
         raise ValueError(
             f"optimizer.learning_rate is {lr!r}: expected the suggestion of range test {test_id}. "

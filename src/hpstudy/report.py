@@ -33,7 +33,9 @@ def image_uri(path: str | Path) -> str:
     """
     path = Path(path)
     if path.suffix == ".svg":
-        return "data:image/svg+xml," + quote(path.read_text(), safe=" =/;,.-_()!*+@~?[]{}$")
+        return "data:image/svg+xml," + quote(
+            path.read_text(encoding="utf-8"), safe=" =/;,.-_()!*+@~?[]{}$"
+        )
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
@@ -412,7 +414,7 @@ def lr_range_views(tests: list[dict], inputs: dict) -> list[dict]:
     for test, suggestion, figure in zip(
         tests, inputs.get("lr_range_suggestion", []), inputs.get("lr_range_figure", [])
     ):
-        s = json.loads(Path(suggestion).read_text())
+        s = json.loads(Path(suggestion).read_text(encoding="utf-8"))
         rule = "steepest descent of the smoothed loss"
         if s["rule"] == "min_loss_over_10" or s["fallback"]:
             rule = "lr at the minimum of the smoothed loss / 10"

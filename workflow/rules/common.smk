@@ -142,7 +142,7 @@ def get_report_json(wildcards):
             "studies": [s.describe() for s in studies],
             # Relative names: a checkout moved elsewhere must not rebuild the report.
             "config_files": {
-                os.path.relpath(f): Path(f).read_text() for f in PLAN.files
+                os.path.relpath(f): Path(f).read_text(encoding="utf-8") for f in PLAN.files
             },
             "experiments": {e: PLAN.experiments[e].spec for e in sorted(used)},
             "lr_ranges": report_lr_ranges(),
@@ -178,7 +178,7 @@ def get_cv_refit(wildcards):
     if PLAN.studies[wildcards.study].kind != "cv":
         return []
     winner = checkpoints.select_cv.get(study=wildcards.study).output.winner
-    exp = json.loads(Path(winner).read_text())["experiment"]
+    exp = json.loads(Path(winner).read_text(encoding="utf-8"))["experiment"]
     if exp not in PLAN.experiments:
         raise ValueError(
             f"{winner} names experiment {exp}, which is not a candidate of study "

@@ -9,7 +9,7 @@ from hpstudy import figures
 from hpstudy.io import redirect_output
 
 redirect_output(snakemake.log[0])
-suggestion = json.loads(Path(snakemake.input.suggestion).read_text())
+suggestion = json.loads(Path(snakemake.input.suggestion).read_text(encoding="utf-8"))
 figures.plot_lr_range(
     pd.read_csv(snakemake.input.csv),
     suggestion,

@@ -459,19 +459,18 @@ def _fetch(
     log.info("fetching %s from %s", remote.name, origin)
     tmp = _temp_path(final)
     watchdog = _Watchdog(deadline)
-    received = 0
+    progress = {"received": 0}
 
     def failed(exc: BaseException) -> DatasetError:
         if watchdog.expired:
             exc = _DeadlineExceeded(
                 f"the download did not finish within its deadline of {deadline:g} s "
-                f"({received} of {remote.size} bytes received); for a slow link set "
+                f"({progress['received']} of {remote.size} bytes received); for a slow link set "
                 f"{DEADLINE_ENV} to more seconds"
             )
         return _unreachable(source, remote, final, mirror, exc)
 
     try:
-        digest = hashlib.sha256()
         with open(tmp, "xb") as out:
             # Only errors from opening or reading the origin mean "unreachable";
             # a failing write (e.g. a full disk) propagates as itself.
@@ -481,32 +480,17 @@ def _fetch(
                 raise failed(exc) from exc
             with stream:
                 _refuse_declared_size(stream, remote, origin, final)
-                read = getattr(stream, "read1", stream.read)  # what has arrived, not a full chunk
-                while True:
-                    if watchdog.expired:
-                        raise failed(TimeoutError())
-                    try:
-                        chunk = read(_CHUNK)
-                    except _FETCH_ERRORS as exc:
-                        raise failed(exc) from exc
-                    if not chunk:
-                        break
-                    received += len(chunk)
-                    if received > remote.size:
-                        raise _too_large(remote, origin, final, f"more than {remote.size}")
-                    digest.update(chunk)
-                    out.write(chunk)
+                digest = _copy(stream, out, remote, (origin, final), watchdog, failed, progress)
             out.flush()
             os.fsync(out.fileno())
-        digest_received = digest.hexdigest()
-        if digest_received != remote.sha256:
+        if digest != remote.sha256:
             if watchdog.expired:  # the deadline cut the transfer short
                 raise failed(TimeoutError())
             raise DatasetError(
                 f"checksum mismatch for {remote.name} fetched from {origin}: "
-                f"expected sha256 {remote.sha256}, received {digest_received} "
-                f"({received} bytes, pinned size {remote.size}). Nothing was written to {final}; "
-                "the transfer was truncated or the file differs from the pinned version."
+                f"expected sha256 {remote.sha256}, received {digest} "
+                f"({progress['received']} bytes, pinned size {remote.size}). Nothing was written "
+                f"to {final}; the transfer was truncated or the file differs from the pinned version."
             )
         os.replace(tmp, final)
     finally:
@@ -514,6 +498,26 @@ def _fetch(
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     log.info("verified %s (sha256 %s)", final, remote.sha256)
+
+
+def _copy(stream, out, remote: RemoteFile, where: tuple, watchdog, failed, progress) -> str:
+    """Copy `stream` to `out` chunk by chunk within the size pin and the deadline; the SHA-256."""
+    digest = hashlib.sha256()
+    read = getattr(stream, "read1", stream.read)  # what has arrived, not a full chunk
+    while True:
+        if watchdog.expired:
+            raise failed(TimeoutError())
+        try:
+            chunk = read(_CHUNK)
+        except _FETCH_ERRORS as exc:
+            raise failed(exc) from exc
+        if not chunk:
+            return digest.hexdigest()
+        progress["received"] += len(chunk)
+        if progress["received"] > remote.size:
+            raise _too_large(remote, *where, f"more than {remote.size}")
+        digest.update(chunk)
+        out.write(chunk)
 
 
 def _refuse_declared_size(stream: object, remote: RemoteFile, origin: str, final: Path) -> None:

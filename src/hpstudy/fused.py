@@ -297,27 +297,25 @@ def train_repeats(
             verbose=0,
         )
     model.unfuse()
-    host = host_facts(device)
-    results = []
-    for k, run in enumerate(runs):
-        tower, rows = towers[k], recorder.towers[k]
-        diverged = rows.diverged_epoch
-        test = evaluate_test(tower, inputs[k][0], training)
-        tower.optimizer.build(tower.trainable_variables)  # so its model.keras loads without warning
-        metrics = {
-            "experiment": experiment,
-            "run": run,
-            "seed": seeds[k],
-            "fold": None,
-            "learning_rate": lr_source,
-            **run_results(spec, tower, rows, diverged, test),
-            "timing": fused_timing(recorder, started, initial_epoch, len(runs)),
-            "host": host,
-        }
-        write_run_outputs(outs[k], tower, rows, metrics)
-        results.append(metrics)
+    timing = fused_timing(recorder, started, initial_epoch, len(runs))
+    context = {"experiment": experiment, "fold": None, "learning_rate": lr_source}
+    context["host"] = host_facts(device)
+    results = [
+        write_tower(spec, towers[k], recorder.towers[k], inputs[k][0], outs[k],
+                    {**context, "run": run, "seed": seeds[k], "timing": timing})
+        for k, run in enumerate(runs)
+    ]  # fmt: skip
     checkpoint.remove()
     return results
+
+
+def write_tower(spec: dict, tower, rows: Recorder, arrays: dict, out: dict, facts: dict) -> dict:
+    """Evaluate one tower on its test split and write its run's outputs; its metrics.json dict."""
+    test = evaluate_test(tower, arrays, spec["training"])
+    tower.optimizer.build(tower.trainable_variables)  # so its model.keras loads without warning
+    metrics = {**facts, **run_results(spec, tower, rows, rows.diverged_epoch, test)}
+    write_run_outputs(out, tower, rows, metrics)
+    return metrics
 
 
 def fused_timing(recorder: FusedRecorder, started: float, initial_epoch: int, towers: int) -> dict:

@@ -345,15 +345,7 @@ def observe(
                 files = _files(src) + (f"; baseline {_files(ref_paths)}" if both else "")
                 out.append(Observation(label, rule, text, f"{files}: {where}", float(value)))
 
-        for i, history in enumerate(runs):
-            found = divergence(history)
-            if found is not None:
-                text, epoch = found
-                run = variant["runs"][i]["run"] if i < len(variant["runs"]) else f"r{i}"
-                if len(runs) > 1:
-                    text += f" (run {run})"
-                files = src[i] if i < len(src) else _files(src)
-                out.append(Observation(label, "divergence", text, f"{files}: epoch {epoch}", epoch))
+        out.extend(divergences(variant, runs, src))
         c = curve(runs, columns)
         each = [curve([h], columns) for h in runs]  # every repeat's own curve
         add("overfitting", overfitting(c), per_run=[overfitting(r) for r in each])
@@ -370,6 +362,24 @@ def observe(
             add("gap", gap(c, None), per_run=[gap(r, None) for r in each])
         elif compare:
             add("gap", gap(c, ref_curve), both=True, per_run=[gap(r, ref_curve) for r in each])
+    return out
+
+
+def divergences(variant: dict, runs: list[pd.DataFrame], src: list[str]) -> list[Observation]:
+    """Rule `divergence` on each run of a variant, naming the run when there are several."""
+    out = []
+    for i, history in enumerate(runs):
+        found = divergence(history)
+        if found is None:
+            continue
+        text, epoch = found
+        run = variant["runs"][i]["run"] if i < len(variant["runs"]) else f"r{i}"
+        if len(runs) > 1:
+            text += f" (run {run})"
+        files = src[i] if i < len(src) else _files(src)
+        out.append(
+            Observation(variant["label"], "divergence", text, f"{files}: epoch {epoch}", epoch)
+        )
     return out
 
 

@@ -26,8 +26,13 @@ BENCHMARKS = {
     "fit": ("bench_fit.py", ["--rounds", "3"]),
     "levers": ("bench_fit.py", ["--levers", "--rounds", "3"]),
     "e2e": ("bench_e2e.py", ["--rounds", "2", "--backends", "jax,tensorflow"]),
+    "fused": (
+        "bench_fused.py",
+        ["--towers", "--default", "--rounds", "1", "--backends", "tensorflow,jax"],
+    ),
 }
-ORDER = ["e2e", "fit", "plan", "report", "levers"]  # (a, b, f), (c), (d), (e), levers
+# (a, b, f), fused repeats, (c), (d), (e), levers
+ORDER = ["e2e", "fused_default", "fused_towers", "fit", "plan", "report", "levers"]
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 
 

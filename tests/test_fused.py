@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 
 import pytest
 from helpers import TINY_CONFIG, plan_of, prepared_digits
@@ -141,3 +142,52 @@ def test_a_towers_model_keras_is_the_single_model(data, tmp_path):
     model = training.load_model(dirs[1] / "model.keras")
     assert model.name == "mlp" and len(model.inputs) == 1 and len(model.outputs) == 1
     assert model.count_params() == json.loads((dirs[1] / "metrics.json").read_text())["params"]
+
+
+JAX_TOWERS = r"""
+import sys, tempfile
+from pathlib import Path
+import numpy as np
+from hpstudy import devices
+devices.setup(threads=1, backend="jax", gpus=0)
+import keras
+from hpstudy import fused, prepare
+rng = np.random.default_rng(0)
+x = rng.normal(size=(700, 16)).astype("float32")
+y = rng.integers(0, 4, size=700).astype("int64")
+arrays = {"x_train": x[:500], "y_train": y[:500], "x_val": x[500:600], "y_val": y[500:600],
+          "x_test": x[600:], "y_test": y[600:]}
+root = Path(tempfile.mkdtemp())
+prepare.save(arrays, root / "data.npz", {"input_shape": [16], "n_classes": 4})
+spec = {"data": {"task": "classification"},
+        "model": {"kind": "mlp", "hidden": [12], "activation": "relu", "initializer": "he_normal",
+                  "output_initializer": "glorot_uniform",
+                  "regularizer": {"l1": 0.0, "l2": 0.001, "layers": "hidden", "bias": False},
+                  "dropout": {"rate": 0.2, "layers": "all"}},
+        "optimizer": {"name": "adam", "learning_rate": 0.003, "beta_1": 0.9, "beta_2": 0.999},
+        "training": {"epochs": 3, "batch_size": 64, "shuffle": True, "seed": 42,
+                     "steps_per_execution": 1}}
+names = (("history", "csv"), ("timing", "csv"), ("metrics", "json"), ("model", "keras"))
+def outs(d):
+    return {k: str(d / f"{k}.{e}") for k, e in names}
+fused.train_repeats(spec, [root / "data.npz"] * 3, [outs(root / "a" / f"r{i}") for i in range(3)],
+                    [1, 2, 3], ["r0", "r1", "r2"], "e")
+fused.train_repeats(spec, [root / "data.npz"], [outs(root / "b" / "r0")], [2], ["r0"], "e")
+a, b = (root / "a" / "r1" / "history.csv").read_text(), (root / "b" / "r0" / "history.csv").read_text()
+assert keras.backend.backend() == "jax"
+assert a == b, (a, b)
+print("ok", len(a.splitlines()))
+"""
+
+
+def test_on_jax_a_tower_does_not_depend_on_how_many_it_is_fused_with():
+    pytest.importorskip("jax")
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    proc = subprocess.run(
+        [sys.executable, "-c", JAX_TOWERS], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith("ok 4")  # the header and three epochs

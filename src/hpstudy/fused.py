@@ -207,6 +207,7 @@ def fused_fit_data(model, tower_arrays: list[dict], training: dict, seeds: list,
         return {
             "x": _numpy_batches(tower_arrays, training, seeds, initial_epoch),
             "steps_per_epoch": steps,
+            "shuffle": False,  # the generator shuffles
             "validation_data": (x_val, y_val),
             "validation_batch_size": batch,
         }

@@ -8,8 +8,11 @@ results/ untouched.
 from __future__ import annotations
 
 import copy
+import signal
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,7 @@ import pytest
 import yaml
 from helpers import run_snakemake
 
+from hpstudy import config as config_mod
 from hpstudy import datasets, prepare
 from hpstudy.config import ConfigError
 from hpstudy.plan import load_plan
@@ -59,6 +63,27 @@ def study(**fields):
         return cfg
 
     return apply
+
+
+def alias_bomb(levels: int, width: int = 10) -> str:
+    """YAML whose aliases nest `levels` deep, each repeating the level below `width` times."""
+    lines = ["a0: &a0 [" + ", ".join(["lol"] * width) + "]"]
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def inline_alias_bomb(levels: int, width: int = 10) -> str:
+    """The same as one flow value, each level's anchor defined at its first use: [&t0 [...], *t0]."""
+    value = "[" + ", ".join(["x"] * width) + "]"
+    for i in range(levels - 1):
+        value = f"[&t{i} {value}, " + ", ".join([f"*t{i}"] * (width - 1)) + "]"
+    return value
+
+
+def good_yaml_with(text: str) -> str:
+    """GOOD as YAML, then `text` (more top-level keys)."""
+    return yaml.safe_dump(GOOD) + text
 
 
 # id -> (change to GOOD, or raw YAML text; fragments the message must contain: key path, expected).
@@ -191,7 +216,92 @@ CASES = {
         ["not valid YAML", "line 3", "Expected a YAML mapping"],
     ),
     "a list at the top level": ("- datasets\n- studies\n", ["expected a mapping"]),
+    # YAML aliases (issue 13, item 2)
+    "nine levels of YAML aliases": (
+        alias_bomb(9),
+        ["aliases expand it to 1,234,567,909 values", "*a7 at line 9, column 10", "100,000"],
+    ),
+    "nine levels of YAML aliases inside a valid config": (
+        good_yaml_with(f"title: {inline_alias_bomb(9)}\n"),
+        ["aliases expand it to", "*t7 at line", "100,000"],
+    ),
+    "an alias that contains itself": (
+        good_yaml_with("report: &r {studies: [*r]}\n"),
+        ["alias *r at line", "contains it", "never ends"],
+    ),
+    "a duplicate key in a mapping repeated by an alias": (
+        yaml.safe_dump({k: v for k, v in GOOD.items() if k != "baselines"})
+        + "baselines:\n"
+        + "  main:\n    dataset: digits\n    training: &t {epochs: 2, batch_size: 8, epochs: 3}\n"
+        + "  other: {dataset: digits, training: *t}\n",
+        ["Duplicate key 'epochs'", "line", "`baselines.main.training.epochs`"],
+    ),
+    # bounds (issue 13, item 3)
+    "a split seed NumPy cannot take (with the validation split's seed + 1)": (
+        edit("datasets.digits.split", {"seed": 2**32 - 1}),
+        ["datasets.digits.split.seed", "<= 4294967294", "4294967295"],
+    ),
+    "a training seed of 2**40": (
+        edit("baselines.main.training.seed", 2**40),
+        ["baselines.main.training.seed", "<= 4294967295", str(2**40)],
+    ),
+    "a training seed above 2**32 set by a factor": (
+        study(factors={"training.seed": [2**32]}),
+        ["studies.lr.factors.training.seed[0]", "<= 4294967295", "training.seed"],
+    ),
+    "10**12 epochs": (
+        edit("baselines.main.training.epochs", 10**12),
+        ["baselines.main.training.epochs", "<= 1000000"],
+    ),
+    "a batch size beyond int64": (
+        edit("baselines.main.training.batch_size", 2**63),
+        ["baselines.main.training.batch_size", "<= 9223372036854775807"],
+    ),
+    "100,000 repeats": (edit("repeats", 100_000), ["repeats", "<= 10000"]),
+    "100,000 repeats in a study": (
+        study(factors={"optimizer.learning_rate": [0.1]}, repeats=100_000),
+        ["studies.lr.repeats", "<= 10000"],
+    ),
+    "10**12 MB of memory": (
+        edit("resources", {"mem_mb": 10**12}),
+        ["resources.mem_mb", "<= 67108864"],
+    ),
+    "a million threads": (edit("resources", {"threads": 10**6}), ["resources.threads", "<= 4096"]),
+    "two hidden layers of 10**9 units": (
+        edit("baselines.main.model.hidden", [10**9, 10**9]),
+        [
+            "`baselines.main`",
+            "expected an experiment that fits resources.mem_mb = 2,048 MB",
+            "1,000,000,076,000,000,010 parameters",
+            "Lower model.hidden",
+        ],
+    ),
+    "a factor whose layers cannot fit mem_mb": (
+        study(factors={"model.hidden": [[200_000, 10_000]]}),
+        ["`studies.lr.factors.model.hidden[0]`", "resources.mem_mb = 2,048 MB", "needs at least"],
+    ),
+    "an unknown key in limits": (
+        edit("limits", {"max_runs": 10}),
+        ["limits", "only the keys max_runs_warning", "'max_runs'"],
+    ),
 }
+
+
+@contextmanager
+def deadline(seconds: int):
+    """Fail the test after `seconds` instead of hanging (before issue 13, nine levels of aliases
+    took minutes)."""
+
+    def stop(*_):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def write_case(case, path: Path) -> Path:
@@ -221,13 +331,70 @@ def test_the_good_config_plans():
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_config_is_rejected_with_path_file_and_expectation(case, tmp_path):
     path = write_case(case, tmp_path / "bad-config.yaml")
-    with pytest.raises(ConfigError) as err:
+    with deadline(60), pytest.raises(ConfigError) as err:
         load_like_snakemake(path)
     message = str(err.value)
     assert "bad-config.yaml" in message, message
     assert "xpected" in message, message  # "expected" / "Expected": what would have been right
     for fragment in CASES[case][1]:
         assert fragment in message, f"{fragment!r} not in:\n{message}"
+
+
+@pytest.mark.parametrize(
+    "text", [alias_bomb(9), good_yaml_with(f"title: {inline_alias_bomb(9)}\n")]
+)
+def test_alias_bomb_is_refused_quickly_with_a_short_message(text, tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(text)
+    assert path.stat().st_size < 1000
+    started = time.perf_counter()
+    with deadline(30), pytest.raises(ConfigError) as err:
+        load_like_snakemake(path)
+    assert time.perf_counter() - started < 2
+    assert len(str(err.value)) < 2000, len(str(err.value))
+
+
+def test_aliases_within_the_bound_are_expanded_and_quoted_short(tmp_path):
+    """Four levels (11,111 values) are allowed; a wrong type quotes 200 characters of them."""
+    path = tmp_path / "aliases.yaml"
+    path.write_text(good_yaml_with(f"title: {inline_alias_bomb(4)}\n"))
+    with deadline(30), pytest.raises(ConfigError) as err:
+        load_like_snakemake(path)
+    message = str(err.value)
+    assert "`title`: expected a value of type string. Received: [[[['x', 'x'" in message
+    assert "characters)." in message and len(message) < 500, message
+
+
+def test_a_long_received_value_is_cut_in_cross_key_checks():
+    cfg = copy.deepcopy(GOOD)
+    cfg["report"] = {"studies": ["x" * 5000]}
+    with pytest.raises(ConfigError) as err:
+        config_mod.validate(cfg, ["c.yaml"])
+    assert "Received: 'xxxx" in str(err.value)
+    assert "… (5,002 characters)." in str(err.value)
+    assert len(str(err.value)) < 500
+
+
+def test_quote_cuts_long_values_and_ends_on_lists_that_contain_themselves():
+    assert config_mod.quote({"a": [1, 2.5, None, True, ("t",)]}) == repr(
+        {"a": [1, 2.5, None, True, ("t",)]}
+    )
+    assert config_mod.quote("y" * 300) == repr("y" * 200)[:200] + "… (302 characters)"
+    shared = ["z" * 10] * 10
+    for _ in range(8):  # 10**9 strings if expanded
+        shared = [shared] * 10
+    assert config_mod.quote(shared).endswith("… (over 100,000 characters)")
+    loop: list = [1]
+    loop.append(loop)
+    assert config_mod.quote(loop) == "[1, [...]]"
+
+
+def test_largest_allowed_seeds_plan():
+    cfg = copy.deepcopy(GOOD)
+    cfg["datasets"]["digits"]["split"] = {"seed": 2**32 - 2}
+    cfg["baselines"]["main"]["training"]["seed"] = 2**32 - 1
+    plan = load_plan([], cfg)
+    assert {e.spec["training"]["seed"] for e in plan.experiments.values()} == {2**32 - 1}
 
 
 # --------------------------------------------------------------------------- the real command
@@ -251,6 +418,8 @@ def workdir(tmp_path):
 
 
 SNAKEMAKE_CASES = [
+    "nine levels of YAML aliases inside a valid config",
+    "a factor whose layers cannot fit mem_mb",
     "unknown key in training",
     "zero learning rate",
     "study referring to a missing baseline",

@@ -1,12 +1,14 @@
 """Config expansion: hashes, deduplication, override paths, grouped variants, repeats."""
 
 import copy
+import json
 
 import pytest
 import yaml
 from helpers import plan_of
 
 from hpstudy import config as config_mod
+from hpstudy import plan as plan_mod
 from hpstudy.config import ConfigError
 from hpstudy.ids import derive_seed, slugify
 from hpstudy.plan import make_plan
@@ -242,3 +244,167 @@ def test_default_config_plans():
         "nesterov": False,
     }
     assert spec["training"]["batch_size"] == 256
+
+
+# --------------------------------------------------------------------------- bounds (issue 13)
+
+
+def test_memory_estimate_counts_dense_parameters_optimizer_slots_batch_and_data():
+    cfg = copy.deepcopy(BASE)  # digits (64 inputs, 10 classes), hidden [32, 16], sgd momentum
+    spec = next(iter(plan_of(cfg).experiments.values())).spec
+    need = config_mod.estimate_memory(spec)
+    assert need["parameters"] == (64 + 1) * 32 + (32 + 1) * 16 + (16 + 1) * 10
+    assert need["slots"] == 1  # SGD with momentum keeps one velocity per weight
+    assert need["parts"] == {
+        "weights": need["parameters"] * 4 * 3,
+        "activations": 256 * (64 + 32 + 16 + 10) * 4 * 2,
+        "data": 1797 * 64 * 4,
+    }
+    wide = copy.deepcopy(spec)
+    wide["model"]["kind"] = "wide_deep"  # the input joins the last hidden layer at the output
+    assert config_mod.estimate_memory(wide)["parameters"] == (
+        (64 + 1) * 32 + (32 + 1) * 16 + (64 + 16 + 1) * 10
+    )
+    for name, slots in [("adam", 2), ("rmsprop", 1)]:
+        other = copy.deepcopy(spec)
+        other["optimizer"] = {"name": name, "learning_rate": 0.01}
+        assert config_mod.estimate_memory(other)["slots"] == slots
+
+
+def test_source_features_and_rows_match_the_data(tmp_path, monkeypatch):
+    """The planner's widths (datasets.Source.features, .rows) are those of the converted data."""
+    import numpy as np
+    from fakedata import hashes, write_raw
+
+    from hpstudy import datasets
+
+    for name in ("digits", "diabetes"):
+        x = datasets.load_npz(datasets.convert(name, None, tmp_path / f"{name}.npz"))["x_train"]
+        assert (datasets.SOURCES[name].rows, datasets.SOURCES[name].features) == (
+            len(x),
+            int(np.prod(x.shape[1:])),
+        )
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    write_raw(raw, np.random.default_rng(0))
+    (tmp_path / "sha.json").write_text(json.dumps(hashes(raw)))
+    monkeypatch.setenv(datasets.SHA256_OVERRIDES_ENV, str(tmp_path / "sha.json"))
+    for name, source in datasets.SOURCES.items():
+        if name in ("digits", "diabetes"):
+            continue
+        x = datasets.load_npz(datasets.convert(name, raw, tmp_path / f"{name}.npz"))["x_train"]
+        assert source.features == int(np.prod(x.shape[1:])), name
+
+
+def test_an_experiment_too_large_for_mem_mb_is_refused_until_mem_mb_allows_it():
+    cfg = copy.deepcopy(BASE)
+    cfg["datasets"]["digits"]["source"] = "mnist"
+    cfg["studies"] = {
+        "wide": {"kind": "ofat", "baseline": "main", "factors": {"model.hidden": [[4096, 4096]]}}
+    }
+    cfg["resources"] = {"mem_mb": 256}
+    with pytest.raises(ConfigError) as err:
+        plan_of(cfg)
+    msg = str(err.value)
+    for fragment in [
+        "test.yaml",
+        "`studies.wide.factors.model.hidden[0]`",
+        "expected an experiment that fits resources.mem_mb = 256 MB per training job",
+        f"{(784 + 1) * 4096 + (4096 + 1) * 4096 + (4096 + 1) * 10:,} parameters",
+        "raise resources.mem_mb",
+    ]:
+        assert fragment in msg, msg
+    cfg["resources"] = {"mem_mb": 1024}
+    assert len(plan_of(cfg).experiments) == 2
+
+
+def test_the_reference_too_large_names_the_study_set_and_range_tests_are_checked_too():
+    cfg = copy.deepcopy(BASE)
+    cfg["studies"]["lr"]["set"] = {"model.hidden": [100_000, 100_000]}
+    with pytest.raises(ConfigError, match=r"`studies\.lr\.set`: expected an experiment that fits"):
+        plan_of(cfg)
+    cfg = copy.deepcopy(BASE)
+    cfg["baselines"]["main"]["model"]["hidden"] = [100_000, 100_000]
+    cfg["studies"] = {"range": {"kind": "lr_range", "baseline": "main"}}
+    with pytest.raises(ConfigError, match=r"`baselines\.main`: expected an experiment that fits"):
+        plan_of(cfg)
+
+
+def test_many_planned_runs_warn_on_one_line_and_plan(capsys):
+    cfg = copy.deepcopy(BASE)  # 5 experiments
+    cfg["repeats"] = 3
+    cfg["limits"] = {"max_runs_warning": 15}
+    assert len(plan_of(cfg).runs) == 15
+    assert capsys.readouterr().err == ""
+    cfg["limits"] = {"max_runs_warning": 14}
+    assert len(plan_of(cfg).runs) == 15
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hpstudy: warning: test.yaml plans 15 training")
+    assert "limits.max_runs_warning (14)" in err
+
+
+def test_the_default_run_warning_is_2000(capsys):
+    cfg = copy.deepcopy(BASE)
+    cfg["studies"]["lr"]["factors"]["optimizer.learning_rate"] = [i / 1000 for i in range(1, 401)]
+    cfg["repeats"] = 5
+    plan = plan_of(cfg)
+    assert len(plan.runs) == 2010  # 0.01 is the baseline's own rate
+    assert "plans 2,010 training runs" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- id collisions
+
+# Issue 13: a baseline of defaults on digits, two learning rates found by searching 1.2 M specs.
+COLLIDING = {
+    "datasets": {"digits": {"source": "digits"}},
+    "baselines": {"main": {"dataset": "digits"}},
+    "studies": {
+        "lr": {
+            "kind": "ofat",
+            "baseline": "main",
+            "factors": {"optimizer.learning_rate": [0.10761839999999999, 0.12083709999999999]},
+        }
+    },
+}
+
+
+def test_two_specs_with_one_experiment_id_fail_loudly(monkeypatch):
+    cfg = copy.deepcopy(COLLIDING)
+    cfg["studies"]["lr"]["factors"]["optimizer.learning_rate"] = [0.10761839999999999]
+    (first,) = [v.experiment for v in plan_of(cfg).studies["lr"].variants if not v.is_reference]
+    cfg["studies"]["lr"]["factors"]["optimizer.learning_rate"] = [0.12083709999999999]
+    (second,) = [v.experiment for v in plan_of(cfg).studies["lr"].variants if not v.is_reference]
+    if first != second:  # the defaults (or TRAINING_VERSION) changed: force the collision
+        real = plan_mod.short_hash
+        monkeypatch.setattr(
+            plan_mod,
+            "short_hash",
+            lambda obj, *a: "e5e474ddea" if obj["optimizer"]["learning_rate"] > 0.1 else real(obj),
+        )
+    with pytest.raises(ConfigError) as err:
+        plan_of(COLLIDING)
+    msg = str(err.value)
+    for fragment in [
+        "test.yaml",
+        "`studies.lr.factors.optimizer.learning_rate[1]`: expected a spec whose experiment id no "
+        "other spec has",
+        "`studies.lr.factors.optimizer.learning_rate[0]` already gives a different spec",
+        "optimizer.learning_rate: 0.10761839999999999 and 0.12083709999999999",
+        "hash collision",
+        "Change one of the values slightly",
+    ]:
+        assert fragment in msg, msg
+
+
+def test_two_range_tests_with_one_id_fail_loudly(monkeypatch):
+    cfg = copy.deepcopy(BASE)
+    cfg["baselines"]["other"] = copy.deepcopy(cfg["baselines"]["main"])
+    cfg["studies"] = {
+        "range": {"kind": "lr_range", "baseline": "main"},
+        "range2": {"kind": "lr_range", "baseline": "other", "lr_range": {"iterations": 99}},
+    }
+    monkeypatch.setattr(plan_mod, "short_hash", lambda obj, *a: "0123456789")
+    with pytest.raises(
+        ConfigError, match=r"`baselines\.other`: .* range test id .*`baselines\.main`"
+    ):
+        plan_of(cfg)

@@ -1,10 +1,12 @@
 """Load, validate and fill in the configuration: every check of a config or a spec lives here.
 
-Validation happens where the config enters: the schema (with its defaults), then the checks
-across keys (`check_config`). The planner calls the remaining checks, those that need a spec
-resolved from a baseline and a study's overrides (`check_override_path`, `check_spec`,
-`check_unique_label`, `check_cv_candidates`, `check_lr_range_source`, `check_varied_split`). Every error names the
-key path, the file it came from, what was expected and what was received.
+Validation happens where the config enters: reading a file (YAML errors, duplicate keys, aliases
+expanding past `MAX_VALUES`), the schema (with its defaults), then the checks across keys
+(`check_config`). The planner calls the remaining checks, those that need a spec resolved from a
+baseline and a study's overrides (`check_override_path`, `check_spec`, `check_unique_label`,
+`check_cv_candidates`, `check_lr_range_source`, `check_varied_split`), and the bounds of the plan (`check_memory`,
+`check_same_spec`, `warn_many_runs`). Every error names the key path, the file it came from,
+what was expected and what was received (at most `QUOTE_LIMIT` characters of it).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .datasets import TASKS
+from .datasets import SOURCES, TASKS
 from .ids import canonical_json
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -46,24 +49,161 @@ def describe_source(files: Iterable[str | Path]) -> str:
     return ", ".join(names) if names else "the config given on the command line"
 
 
-def _check_duplicates(node, path: tuple = ()) -> None:
-    """Reject a key given twice in one mapping (plain YAML keeps the last one silently)."""
+#: At most this many values (scalars, lists and mappings) in one config file, each alias counted
+#: as the values it repeats. Aliases nested in aliases multiply: nine levels of ten make 10**9
+#: values from a 500-byte file, which every later stage (the schema, planning, error messages)
+#: would walk one by one. The largest config/*.yaml holds under 1,000.
+MAX_VALUES = 100_000
+
+
+class _AliasRecordingLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, remembering each alias (*name): its anchor, where, and its node."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.aliases: list = []  # (anchor name, mark of the alias, the node it repeats)
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            if event.anchor in self.anchors:  # else PyYAML raises "found undefined alias"
+                self.aliases.append((event.anchor, event.start_mark, self.anchors[event.anchor]))
+        return super().compose_node(parent, index)
+
+
+def _children(node) -> list:
+    if isinstance(node, yaml.MappingNode):
+        return [child for pair in node.value for child in pair]
+    return node.value if isinstance(node, yaml.SequenceNode) else []
+
+
+def _check_expansion(node, aliases: list, path: Path) -> None:
+    """Refuse a file whose aliases expand to more than MAX_VALUES values, or into themselves.
+
+    Counts each node once (linear in the file), remembering how many values it expands to.
+    """
+    sizes: dict[int, int | None] = {}  # id(node) -> values it expands to; None while counting
+
+    def size(node) -> int:
+        key = id(node)
+        if key in sizes:
+            if sizes[key] is None:  # reached again from inside itself: an alias to an ancestor
+                raise _alias_error(path, aliases, node, None, None)
+            return sizes[key]  # type: ignore[return-value]
+        sizes[key] = None
+        sizes[key] = 1 + sum(size(child) for child in _children(node))
+        return sizes[key]  # type: ignore[return-value]
+
+    total = size(node)
+    if total > MAX_VALUES:
+        # Name the alias that repeats the most, unless the file is that large without aliases.
+        repeated = [n for _, _, n in aliases] if len(sizes) <= MAX_VALUES else []
+        largest = max(repeated, key=size, default=None)
+        raise _alias_error(path, aliases, largest, total, largest and size(largest))
+
+
+def _alias_error(path, aliases: list, node, total, repeated) -> ConfigError:
+    """An alias to `node` makes the file expand to `total` values (None: into itself)."""
+    expected = (
+        f"Expected at most {MAX_VALUES:,} values (scalars, lists and mappings) in a config file, "
+        "each alias (*name) counted as the values it repeats"
+    )
+    alias = next(((name, mark) for name, mark, n in aliases if n is node), None)
+    if alias is None:  # no alias involved: the file itself is that large
+        return ConfigError(f"Config file {path} holds {total:,} values. {expected}.")
+    name, mark = alias
+    where = f"the alias *{name} at line {mark.line + 1}, column {mark.column + 1}"
+    start = node.start_mark
+    anchor = f"the anchor &{name} at line {start.line + 1}, column {start.column + 1}"
+    if total is None:
+        return ConfigError(
+            f"Config file {path}: {where} repeats {anchor}, which contains it, so it never ends "
+            f"expanding. {expected}; an alias can only repeat a value given before it."
+        )
+    return ConfigError(
+        f"Config file {path}: its aliases expand it to {total:,} values; {where} repeats "
+        f"{anchor}, which alone expands to {repeated:,} values (aliases nested in aliases "
+        f"multiply). {expected}: write repeated parts out, or nest fewer aliases."
+    )
+
+
+#: How much of a received value an error message quotes.
+QUOTE_LIMIT = 200
+
+
+def quote(value: Any, limit: int = QUOTE_LIMIT) -> str:
+    """`repr(value)` for an error message, cut to `limit` characters: "… (N characters)".
+
+    Built piece by piece, so a huge value (or one repeating a part many times, as YAML aliases
+    do) costs at most ~100,000 characters of work, and a list that contains itself ends.
+    """
+    budget = 100_000
+    pieces, length = [], 0
+    for piece in _repr_pieces(value, set()):
+        if length <= limit:
+            pieces.append(piece)
+        length += len(piece)
+        if length > budget:
+            break
+    if length <= limit:
+        return "".join(pieces)
+    total = f"{length:,} characters" if length <= budget else f"over {budget:,} characters"
+    return "".join(pieces)[:limit] + f"… ({total})"
+
+
+def _repr_pieces(value: Any, open_ids: set):
+    """The pieces of `repr(value)` for plain data, lazily; `[...]` where a list contains itself."""
+    brackets = {dict: "{}", list: "[]", tuple: "()"}
+    kind = type(value)
+    if kind not in brackets:
+        yield repr(value)
+        return
+    if id(value) in open_ids:
+        yield brackets[kind][0] + "..." + brackets[kind][1]
+        return
+    open_ids.add(id(value))
+    yield brackets[kind][0]
+    items = value.items() if kind is dict else value
+    for i, item in enumerate(items):
+        if i:
+            yield ", "
+        if kind is dict:
+            yield from _repr_pieces(item[0], open_ids)
+            yield ": "
+            item = item[1]
+        yield from _repr_pieces(item, open_ids)
+    if kind is tuple and len(value) == 1:
+        yield ","
+    yield brackets[kind][1]
+    open_ids.discard(id(value))
+
+
+def _check_duplicates(node, path: tuple = (), visited: set | None = None) -> None:
+    """Reject a key given twice in one mapping (plain YAML keeps the last one silently).
+
+    Each node is walked once: a node repeated by aliases (*name) is checked where it first
+    appears, so nested aliases cost nothing more (`visited` holds the ids of walked nodes).
+    """
+    visited = set() if visited is None else visited
+    if id(node) in visited:
+        return
+    visited.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: dict = {}
         for key_node, value_node in node.value:
             key = key_node.value
             if key in seen:
                 raise ConfigError(
-                    f"Duplicate key {key!r} at line {key_node.start_mark.line + 1} (first at "
+                    f"Duplicate key {quote(key)} at line {key_node.start_mark.line + 1} (first at "
                     f"line {seen[key] + 1}) in {key_node.start_mark.name}, at "
                     f"`{format_path([*path, key])}`. Expected each key once in a mapping "
                     "(study names must be unique)."
                 )
             seen[key] = key_node.start_mark.line
-            _check_duplicates(value_node, (*path, key))
+            _check_duplicates(value_node, (*path, key), visited)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _check_duplicates(item, (*path, i))
+            _check_duplicates(item, (*path, i), visited)
 
 
 def read_yaml(path: str | Path) -> Any:
@@ -71,9 +211,11 @@ def read_yaml(path: str | Path) -> Any:
     path = Path(path)
     try:
         with open(path, encoding="utf-8") as fh:  # a stream, so YAML marks carry the file name
-            loader = yaml.SafeLoader(fh)
+            loader = _AliasRecordingLoader(fh)
             try:
                 node = loader.get_single_node()
+                if node is not None:
+                    _check_expansion(node, loader.aliases, path)
                 _check_duplicates(node)
                 return None if node is None else loader.construct_document(node)
             finally:
@@ -82,6 +224,11 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"Cannot read config file {path}: {exc.strerror}.") from None
     except ConfigError:
         raise
+    except RecursionError:
+        raise ConfigError(
+            f"Config file {path} nests lists or mappings too deeply to be read. Expected a YAML "
+            "mapping with keys datasets, baselines and studies, nested a few levels deep."
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -132,8 +279,9 @@ def describe_expected(error: jsonschema.ValidationError) -> str:
         return f"a number >= {arg}"
     if v == "exclusiveMinimum":
         return f"a number > {arg}"
-    if v == "maximum":
-        return f"a number <= {arg}"
+    if v == "maximum":  # a cap says why in its description
+        why = " ".join(error.schema.get("description", "").split()).rstrip(".")
+        return f"a number <= {arg}" + (f" ({why})" if why else "")
     if v == "exclusiveMaximum":
         return f"a number < {arg}"
     if v == "required":
@@ -153,7 +301,7 @@ def describe_expected(error: jsonschema.ValidationError) -> str:
         return " or ".join(
             (s.get("description") or _schema_summary(s)) for s in arg if isinstance(s, dict)
         )
-    return error.message
+    return quote_text(error.message)  # jsonschema's own message quotes the value
 
 
 _NAMED = {"positive_number": "a number > 0", "non_negative_number": "a number >= 0"}
@@ -184,11 +332,16 @@ def _schema_summary(schema: dict) -> str:
 def describe_received(error: jsonschema.ValidationError) -> str:
     if error.validator == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        return "unknown key(s) " + ", ".join(map(repr, extra))
+        return quote_text("unknown key(s) " + ", ".join(map(quote, extra)))
     if error.validator == "required":
         missing = [k for k in error.validator_value if k not in error.instance]
         return "no key(s) " + ", ".join(map(repr, missing))
-    return repr(error.instance)
+    return quote(error.instance)
+
+
+def quote_text(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """`text` cut to `limit` characters, saying how long it was."""
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} characters)"
 
 
 def validate(config: dict, files: Iterable[str | Path] = (), schema: dict | None = None) -> dict:
@@ -256,7 +409,7 @@ def invalid(files: Iterable[str | Path], path: Iterable[Any], expected: str, rec
     """The ConfigError for one bad value: its key path, the file(s), expected and received."""
     return ConfigError(
         f"Invalid config ({describe_source(files)}):\n  - `{format_path(path)}`: expected "
-        f"{expected}. Received: {received!r}."
+        f"{expected}. Received: {quote(received)}."
     )
 
 
@@ -492,3 +645,141 @@ def check_lr_range_source(tests: dict, baseline: str, lr: str, path: list, files
             f"optimizer.learning_rate from (found {found})",
             lr,
         )
+
+
+# Bounds of the plan, checked by the planner before any job -------------------------------------
+
+#: Optimizer slots (tensors the size of the weights) that each optimizer keeps, as Keras does.
+OPTIMIZER_SLOTS = {
+    "sgd": lambda opt: 1 if opt.get("momentum") else 0,  # momentum velocities
+    "rmsprop": lambda opt: 2 if opt.get("momentum") else 1,  # mean squares (+ momentum)
+    "adam": lambda opt: 2,  # first and second moments
+}
+
+
+def estimate_memory(spec: dict) -> dict:
+    """What a training job of `spec` needs at least, in bytes, from its sizes alone.
+
+    Parameters (dense layers: (inputs + 1) x units each, with the source's input width; wide &
+    deep feeds the input to the output layer too) x 4 bytes x (weights, gradients and optimizer
+    slots); activations: a batch (at most all rows) x the widths of every layer x 4 bytes x 2
+    (forward and backward); the prepared data: rows x features x 4 bytes. A lower bound: the
+    framework itself (TensorFlow: about 0.5 GB) and temporary copies are left out.
+    """
+    source = SOURCES[spec["data"]["source"]]
+    model, opt = spec["model"], spec["optimizer"]
+    outputs = source.n_classes if TASKS[source.name] == "classification" else 1
+    hidden = list(model["hidden"])
+    last = hidden[-1] + (source.features if model["kind"] == "wide_deep" else 0)
+    parameters = (
+        sum((inputs + 1) * units for inputs, units in zip([source.features, *hidden], hidden))
+        + (last + 1) * outputs
+    )
+    slots = OPTIMIZER_SLOTS[opt["name"]](opt)
+    rows, n = source.rows, spec["data"].get("subsample", 0)
+    if n:  # the first n training rows and n/4 validation and test rows
+        rows = min(rows, n + 2 * max(1, n // 4))
+    batch = min(spec["training"]["batch_size"], rows)
+    widths = source.features + sum(hidden) + outputs
+    widths += last if model["kind"] == "wide_deep" else 0  # the concatenation
+    parts = {
+        "weights": parameters * 4 * (2 + slots),
+        "activations": batch * widths * 4 * 2,
+        "data": rows * source.features * 4,
+    }
+    return {
+        "bytes": sum(parts.values()),
+        "parts": parts,
+        "parameters": parameters,
+        "slots": slots,
+        "batch": batch,
+        "rows": rows,
+        "features": source.features,
+    }
+
+
+def _mb(n_bytes: int) -> str:
+    mb = n_bytes / 2**20
+    return f"{mb:.2g} MB" if mb < 10 else f"{round(mb):,} MB"
+
+
+def check_memory(spec: dict, where: list, config: dict, files: Iterable[str | Path] = ()) -> None:
+    """An experiment (or range test) whose estimated memory exceeds `resources.mem_mb` is refused.
+
+    `where` is the key path that made the spec: a study's factor, variant or grid, its `set`, or
+    the baseline of its reference.
+    """
+    limit_mb = config["resources"]["mem_mb"]
+    need = estimate_memory(spec)
+    if need["bytes"] <= limit_mb * 2**20:
+        return
+    parts, opt = need["parts"], spec["optimizer"]
+    slots = f"{need['slots']} optimizer slot{'s' if need['slots'] != 1 else ''} ({opt['name']})"
+    raise ConfigError(
+        f"Invalid config ({describe_source(files)}):\n  - `{format_path(where)}`: expected an "
+        f"experiment that fits resources.mem_mb = {limit_mb:,} MB per training job. Received: "
+        f"one that needs at least {_mb(need['bytes'])}: {need['parameters']:,} parameters "
+        f"(model.hidden {quote(spec['model']['hidden'], 80)}, model.kind "
+        f"{spec['model']['kind']}, on {need['features']:,} inputs) x 4 bytes for the weights, "
+        f"their gradients and {slots}: {_mb(parts['weights'])}; the activations of a batch of "
+        f"{need['batch']:,} rows: {_mb(parts['activations'])}; the prepared data "
+        f"({need['rows']:,} rows x {need['features']:,} values): {_mb(parts['data'])}. "
+        "Lower model.hidden or training.batch_size (or use a subsample), or raise "
+        "resources.mem_mb to what the jobs may really use."
+    )
+
+
+def warn_many_runs(runs: int, config: dict, files: Iterable[str | Path] = ()) -> bool:
+    """Print one line to stderr when the plan has more runs than `limits.max_runs_warning`."""
+    limit = config.get("limits", {}).get("max_runs_warning", 2000)
+    if runs <= limit:
+        return False
+    print(
+        f"hpstudy: warning: {describe_source(files)} plans {runs:,} training runs, more than "
+        f"limits.max_runs_warning ({limit:,}); each run is one job. Check repeats, cv and the "
+        "sizes of grids, or raise limits.max_runs_warning if they are meant.",
+        file=sys.stderr,
+    )
+    return True
+
+
+def check_same_spec(
+    kind: str, id_: str, first: tuple[dict, list], spec: dict, where: list, files=()
+) -> None:
+    """Two specs named by one id must be one spec: else it is a collision of the short hash.
+
+    `first` is the spec planned under `id_` and the key path it came from; `kind` says what the
+    id names ("experiment" or "range test").
+    """
+    first_spec, first_where = first
+    if canonical_json(first_spec) == canonical_json(spec):
+        return
+    a, b = _flat(first_spec), _flat(spec)
+    diff = [
+        k
+        for k in sorted(set(a) | set(b))
+        if k not in a or k not in b or canonical_json(a[k]) != canonical_json(b[k])
+    ]
+    shown = "; ".join(
+        f"{k}: {quote(a.get(k, 'absent'), 60)} and {quote(b.get(k, 'absent'), 60)}"
+        for k in diff[:3]
+    )
+    raise ConfigError(
+        f"Invalid config ({describe_source(files)}):\n  - `{format_path(where)}`: expected a spec "
+        f"whose {kind} id no other spec has. Received: the id {id_}, which "
+        f"`{format_path(first_where)}` already gives a different spec (they differ at {shown}"
+        f"{'; ...' if len(diff) > 3 else ''}). This is a hash collision: an id is the first "
+        f"{len(id_)} hex digits of the spec's SHA-256, and these two specs share them; planning "
+        "both under one id would silently drop one. Change one of the values slightly (e.g. the "
+        "last digit of a learning rate), and please report the two specs to the project."
+    )
+
+
+def _flat(node: Any, prefix: str = "") -> dict:
+    """A spec as {dotted path: value}, for saying where two specs differ."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out: dict = {}
+    for key, value in node.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out

@@ -126,6 +126,9 @@ class Source:
     files: tuple[RemoteFile, ...]
     n_classes: int | None
     description: str
+    # For the planner's memory estimate (config.estimate_memory), before any file is read:
+    features: int  # values per row once flattened: the model's input width
+    rows: int  # rows in all, training and test
 
 
 def _keras_file(name: str, sha256: str, size: int) -> RemoteFile:
@@ -167,6 +170,8 @@ SOURCES: dict[str, Source] = {
         (),
         10,
         "scikit-learn's bundled 8x8 digits: 1797 rows x 64 float64 pixels (0..16), int64 labels.",
+        features=64,
+        rows=1797,
     ),
     "diabetes": Source(
         "diabetes",
@@ -174,6 +179,8 @@ SOURCES: dict[str, Source] = {
         (),
         None,
         "scikit-learn's bundled diabetes data: 442 rows x 10 scaled float64 features.",
+        features=10,
+        rows=442,
     ),
     "mnist": Source(
         "mnist",
@@ -187,6 +194,8 @@ SOURCES: dict[str, Source] = {
         ),
         10,
         "MNIST digits: 60000/10000 uint8 images (N, 28, 28), uint8 labels.",
+        features=784,
+        rows=70000,
     ),
     "fashion_mnist": Source(
         "fashion_mnist",
@@ -197,6 +206,8 @@ SOURCES: dict[str, Source] = {
         ),
         10,
         "Fashion-MNIST: 60000/10000 uint8 images (N, 28, 28), uint8 labels.",
+        features=784,
+        rows=70000,
     ),
     "cifar10": Source(
         "cifar10",
@@ -211,6 +222,8 @@ SOURCES: dict[str, Source] = {
         ),
         10,
         "CIFAR-10: 50000/10000 uint8 images (N, 32, 32, 3) channels-last, uint8 labels.",
+        features=3072,
+        rows=60000,
     ),
     "boston_housing": Source(
         "boston_housing",
@@ -224,6 +237,8 @@ SOURCES: dict[str, Source] = {
         ),
         None,
         "Boston housing: 506 rows x 13 features, Keras' split (seed 113, 20% test): 404/102.",
+        features=13,
+        rows=506,
     ),
     "california_housing": Source(
         "california_housing",
@@ -231,6 +246,8 @@ SOURCES: dict[str, Source] = {
         (_CALIFORNIA,),
         None,
         "California housing: 20640 rows x 8 features, Keras' split (seed 113, 20% test).",
+        features=8,
+        rows=20640,
     ),
     "california_housing_small": Source(
         "california_housing_small",
@@ -240,6 +257,8 @@ SOURCES: dict[str, Source] = {
         (_CALIFORNIA,),
         None,
         "First 600 rows of California housing, Keras' small split (seed 113): 480/120.",
+        features=8,
+        rows=600,
     ),
 }
 

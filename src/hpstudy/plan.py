@@ -416,13 +416,24 @@ class _Builder:
         self.files = plan.files
         self.lr_tests: dict[str, LRRange] = {}  # lr_range study name -> its test
         self.lr_by_baseline: dict[str, dict] = {}  # baseline -> {test id: study name}
+        self.origins: dict[tuple, list] = {}  # (kind, id) -> where the spec was first planned
 
-    def experiment(self, spec: dict, dataset: str) -> Experiment:
-        """The experiment of `spec`, planned once however many studies ask for it."""
+    def experiment(self, spec: dict, dataset: str, where: list) -> Experiment:
+        """The experiment of `spec`, planned once however many studies ask for it.
+
+        `where` is the key path that made the spec. A new experiment must fit the jobs' memory;
+        an id already planned must be the same spec (else its short hash collided).
+        """
         exp_id = short_hash(spec)
-        if exp_id not in self.plan.experiments:
-            self.plan.experiments[exp_id] = Experiment(exp_id, spec, dataset)
-            self.plan.preps.setdefault(prep_id(spec["data"]), (dataset, spec["data"]))
+        first = self.plan.experiments.get(exp_id)
+        if first is not None:
+            origin = (first.spec, self.origins["experiment", exp_id])
+            checks.check_same_spec("experiment", exp_id, origin, spec, where, self.files)
+            return first
+        checks.check_memory(spec, where, self.config, self.files)
+        self.plan.experiments[exp_id] = Experiment(exp_id, spec, dataset)
+        self.origins["experiment", exp_id] = where
+        self.plan.preps.setdefault(prep_id(spec["data"]), (dataset, spec["data"]))
         return self.plan.experiments[exp_id]
 
     def apply(self, base: dict, overrides: dict, path: list) -> dict:
@@ -434,6 +445,11 @@ class _Builder:
             checks.check_override_path(spec, key, at, self.files)
             set_path(spec, key, value)
         return _normalise(spec)
+
+    @staticmethod
+    def reference_origin(cfg: dict, path: list) -> list:
+        """Where a study's reference is made: its `set`, or its baseline when `set` is empty."""
+        return [*path, "set"] if cfg["set"] else ["baselines", cfg["baseline"]]
 
     def reference(self, cfg: dict, path: list) -> tuple[dict, str]:
         """The study's reference spec (its baseline with `set` applied) and dataset name."""
@@ -483,7 +499,8 @@ class _Builder:
             if "split" in vary:  # in the spec only when not the default, so other ids stay
                 spec["repeats_vary"] = sorted(vary)
                 checks.check_varied_split(spec, study.name, label, vary_at, self.files)
-            exp = self.experiment(self.resolve_lr(spec, where), dataset)
+            origin = where if overrides else self.reference_origin(cfg, path)
+            exp = self.experiment(self.resolve_lr(spec, where), dataset, origin)
             if exp.id in seen:
                 continue
             checks.check_unique_label(labels, label, where, self.files)
@@ -528,6 +545,13 @@ class _Builder:
             "version": TRAINING_VERSION,
         }
         test = LRRange(short_hash(spec), spec, dataset, cfg["baseline"])
+        origin = self.reference_origin(cfg, ["studies", name])
+        if test.id in self.plan.lr_ranges:
+            first = (self.plan.lr_ranges[test.id].spec, self.origins["range test", test.id])
+            checks.check_same_spec("range test", test.id, first, spec, origin, self.files)
+        else:
+            checks.check_memory(spec, origin, self.config, self.files)
+            self.origins["range test", test.id] = origin
         self.plan.lr_ranges.setdefault(test.id, test)
         self.plan.preps.setdefault(test.prep_id, (dataset, spec["data"]))
         self.lr_tests[name] = test
@@ -564,6 +588,7 @@ def make_plan(config: dict, files: list | tuple = ()) -> Plan:
     for name, cfg in config["studies"].items():
         study = builder.study(str(name), cfg, taken)
         plan.studies[study.slug] = study
+    checks.warn_many_runs(len(plan.runs), config, plan.files)
     return plan
 
 

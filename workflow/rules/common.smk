@@ -1,5 +1,6 @@
 # Load and validate the config once, plan every experiment, and expose small get_* functions.
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (_SRC, os.getenv("PYTHONPATH", "")) if p)
 )
 
-from hpstudy.config import ConfigError
+from hpstudy.config import ConfigError, estimate_memory
 from hpstudy.datasets import raw_paths
 from hpstudy.ids import canonical_json
 from hpstudy.plan import load_plan, lr_range_of
@@ -100,8 +101,11 @@ def get_repeat_seeds(wildcards):
 
 
 def get_repeats_mem_mb(wildcards):
-    """The job's memory: `resources.mem_mb` holds one model; the towers add theirs."""
-    return RES["mem_mb"]
+    """The job's memory: `resources.mem_mb` holds the framework and one model; each further
+    tower adds its own parameters, optimizer slots, activations and data (the planner's estimate)."""
+    spec = PLAN.experiments[wildcards.exp].spec
+    tower = estimate_memory(spec)["bytes"] / 2**20
+    return RES["mem_mb"] + math.ceil((len(repeats_of(wildcards.exp)) - 1) * tower)
 
 
 def get_spec_json(wildcards):

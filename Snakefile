@@ -37,6 +37,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/study.smk"
 include: "workflow/rules/cv.smk"
+include: "workflow/rules/combine.smk"
 include: "workflow/rules/lr_range.smk"
 include: "workflow/rules/report.smk"
 
@@ -51,6 +52,7 @@ localrules:
     plot_study,
     overview,
     select_cv,
+    select_combination,
     plot_lr_range,
     report,
 

@@ -427,6 +427,7 @@ def check_config(config: dict, files: Iterable[str | Path] = ()) -> None:
     check_repeats_vary(config["repeats_vary"], ["repeats_vary"], files)
     for name, study in config["studies"].items():
         check_study(str(name), study, config, files)
+        check_combine(str(name), study, config, files)
     names = [str(name) for name in config["studies"]]
     for i, name in enumerate(config["report"]["studies"]):
         if name not in names:
@@ -511,6 +512,43 @@ def check_repeats_vary(vary: list, path: list, files: Iterable[str | Path] = ())
             "initial weights, the data order and the Dropout masks always vary)"
         )
         raise invalid(files, path, expected, vary)
+
+
+def check_combine(name: str, cfg: dict, config: dict, files: Iterable[str | Path] = ()) -> None:
+    """A combine study lists ofat studies around its own reference, varying disjoint keys."""
+    path, kind = ["studies", name], cfg["kind"]
+    if "combine" in cfg and kind != "combine":
+        raise invalid(files, [*path, "combine"], "`combine` only in a study of kind combine", kind)
+    if kind != "combine":
+        return
+    for key in ("factors", "variants", "grid", "cv", "lr_range", "reference"):
+        if cfg.get(key) not in (None, {}, []):
+            expected = "no candidates of its own in a combine study (baseline, set, combine)"
+            raise invalid(files, [*path, key], expected, key)
+    if not cfg.get("combine"):
+        raise invalid(files, [*path, "combine"], "a list of ofat studies to combine", None)
+    studies, owners = config["studies"], {}
+    for i, listed in enumerate(cfg["combine"]):
+        at = [*path, "combine", i]
+        other = studies.get(listed)
+        if other is None or other["kind"] != "ofat" or listed == name:
+            ofat = [str(n) for n, s in studies.items() if s["kind"] == "ofat"]
+            raise invalid(files, at, "the name of an ofat study: " + ", ".join(ofat), listed)
+        if other["baseline"] != cfg["baseline"] or canonical_json(other["set"]) != canonical_json(
+            cfg["set"]
+        ):
+            expected = (
+                f"an ofat study around the same reference (baseline {cfg['baseline']!r} and the "
+                f"same `set`): its variants were compared with that reference"
+            )
+            raise invalid(files, at, expected, listed)
+        for key in [*other["factors"], *(k for v in other["variants"] for k in v["set"])]:
+            clash = next((o for o in owners if o == key or key.startswith(o + ".")
+                          or o.startswith(key + ".")), None)  # fmt: skip
+            if clash is not None and owners[clash] != listed:
+                expected = "studies that vary different keys (their winners are set together)"
+                raise invalid(files, at, expected, f"{listed} and {owners[clash]} both set {key}")
+            owners.setdefault(key, listed)
 
 
 # Checks of resolved specs, run by the planner -------------------------------------------------

@@ -228,6 +228,8 @@ class Study:
     runs: dict = field(default_factory=dict)  # variant label -> [Run]
     cv: int | None = None  # k of a cv study: the runs are folds, the winner is refit as r0
     lr_range: str | None = None  # the id of an lr_range study's test
+    combine: list | None = None  # a combine study: the slugs of the ofat studies it combines
+    combination: dict | None = None  # ... and their winners, once chosen (combination.json)
 
     @property
     def dir(self) -> str:
@@ -267,7 +269,11 @@ class Study:
                 }
                 for v in self.variants
             ],
-        } | {key: getattr(self, key) for key in ("cv", "lr_range") if getattr(self, key)}
+        } | {
+            key: getattr(self, key)
+            for key in ("cv", "lr_range", "combine", "combination")
+            if getattr(self, key)
+        }
 
 
 @dataclass
@@ -284,6 +290,8 @@ class Plan:
     studies: dict = field(default_factory=dict)  # slug -> Study
     preps: dict = field(default_factory=dict)  # prep id -> (dataset name, data spec)
     lr_ranges: dict = field(default_factory=dict)  # lr_range test id -> LRRange
+    # The builder that made the plan: it plans a combine study's winners once they are chosen.
+    builder: Any = field(default=None, repr=False, compare=False)
 
     def find_run(self, experiment: str, name: str) -> Run:
         """A planned run, or one the graph asks for later (a cv study's refit, `r0`)."""
@@ -302,6 +310,17 @@ class Plan:
     def report_lr_ranges(self) -> list:
         """Slugs of the lr_range studies that the report shows."""
         return [s for s in self._chosen_studies() if self.studies[s].kind == "lr_range"]
+
+    def add_combination(self, slug: str, combination: dict) -> bool:
+        """Plan a combine study's winners and their combination (see `_Builder.add_combination`).
+
+        `combination` is the study's combination.json. Returns whether anything changed.
+        """
+        study = self.studies[slug]
+        if study.combination == combination:
+            return False
+        self.builder.add_combination(study, combination)
+        return True
 
     def fused_repeats(self) -> dict:
         """Experiment id -> R, for the experiments whose repeats r0..r<R-1> train in one job.
@@ -476,8 +495,10 @@ class _Builder:
             cv=cfg.get("cv"),
             lr_range=self.lr_tests[name].id if kind == "lr_range" else None,
         )
+        if kind == "combine":  # its other variants come with its winners (`add_combination`)
+            study.varied = combined_keys(self.config, cfg)
         if kind != "lr_range":  # an lr_range study has one range test and no training runs
-            with_reference = cfg.get("reference", kind == "ofat")
+            with_reference = cfg.get("reference", kind in ("ofat", "combine"))
             if with_reference:
                 entries = [("baseline", {}, path), *entries]
             self.add_variants(study, cfg, reference, dataset, entries, with_reference)
@@ -490,8 +511,8 @@ class _Builder:
         # A cv study's runs are folds: the top-level repeats_vary does not apply (as `repeats`).
         vary = cfg.get("repeats_vary", self.config["repeats_vary"]) if study.kind != "cv" else []
         vary_at = [*path, "repeats_vary"] if "repeats_vary" in cfg else ["repeats_vary"]
-        seen: set[str] = set()
-        labels: set[str] = set()
+        seen = {v.experiment for v in study.variants}  # a combine study adds to its reference
+        labels = {v.label for v in study.variants}
         for label, overrides, where in entries:
             spec = self.apply(reference, overrides, where if overrides else path)
             if overrides:
@@ -518,6 +539,33 @@ class _Builder:
             study.runs[label] = [self.run(exp, n) for n in names]
         if study.kind == "cv":
             checks.check_cv_candidates([v.label for v in study.variants], path, self.files)
+
+    def add_combination(self, study: Study, combination: dict) -> None:
+        """A combine study's variants beside its reference: the winners, and all of them set
+        together ("combined"), from `combination` (combination.json: each listed study's winner)."""
+        cfg = self.config["studies"][study.name]
+        path = ["studies", study.name]
+        reference, dataset = self.reference(cfg, path)
+        study.variants = [v for v in study.variants if v.is_reference]
+        study.runs = {v.label: study.runs[v.label] for v in study.variants}
+        study.combination = combination
+        winners, together = [], {}
+        for i, chosen in enumerate(combination["winners"]):
+            if chosen["variant"] is None:
+                continue
+            spec = self.plan.experiments[chosen["experiment"]].spec
+            overrides = {
+                key: get_path(spec, key)
+                for key in self.plan.studies[chosen["slug"]].varied
+                if _safe_get(spec, key) != _safe_get(reference, key)
+            }
+            together.update(overrides)
+            label = f"{chosen['study']}: {chosen['variant']}"
+            winners.append((label, overrides, [*path, "combine", i]))
+        entries = (
+            [("combined", together, [*path, "combine"])] if len(winners) > 1 else []
+        ) + winners
+        self.add_variants(study, cfg, reference, dataset, entries, True)
 
     def run(self, exp: Experiment, name: str) -> Run:
         """The run `name` of `exp`, planned once, with the prepared split it reads if its own."""
@@ -570,6 +618,15 @@ class _Builder:
         return spec
 
 
+def combined_keys(config: dict, cfg: dict) -> list:
+    """The dotted paths that the ofat studies a combine study lists vary, in config order."""
+    keys = []
+    for name in cfg["combine"]:
+        listed = config["studies"][name]
+        keys += [*listed["factors"], *(k for v in listed["variants"] for k in v["set"])]
+    return list(dict.fromkeys(keys))
+
+
 def _safe_get(spec: dict, path: str) -> Any:
     try:
         return get_path(spec, path)
@@ -580,7 +637,7 @@ def _safe_get(spec: dict, path: str) -> Any:
 def make_plan(config: dict, files: list | tuple = ()) -> Plan:
     """Expand a validated config (see `config.validate`) into a Plan. Linear in the experiments."""
     plan = Plan(config=config, files=[str(f) for f in files])
-    builder = _Builder(plan)
+    builder = plan.builder = _Builder(plan)
     for name, cfg in config["studies"].items():  # first: other studies may take their suggestion
         if cfg["kind"] == "lr_range":
             builder.lr_range_test(str(name), cfg)
@@ -588,6 +645,10 @@ def make_plan(config: dict, files: list | tuple = ()) -> Plan:
     for name, cfg in config["studies"].items():
         study = builder.study(str(name), cfg, taken)
         plan.studies[study.slug] = study
+    slugs = {s.name: s.slug for s in plan.studies.values()}
+    for study in plan.studies.values():
+        if study.kind == "combine":
+            study.combine = [slugs[name] for name in config["studies"][study.name]["combine"]]
     checks.warn_many_runs(len(plan.runs), config, plan.files)
     return plan
 

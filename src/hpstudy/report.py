@@ -16,7 +16,7 @@ from urllib.parse import quote
 import jinja2
 import pandas as pd
 
-from . import statistics
+from . import combine, statistics
 from .figures import colours
 from .io import atomic_write_text
 from .observations import RULES
@@ -202,9 +202,46 @@ def study_section(study: dict, summary_csv, runs_csv, figure, observations_csv=N
         "runs": runs,
         "observations": notes,
         "has_observations": observations_csv is not None,
+        "combine": combine_view(study, runs),
         "diverged": runs[runs["status"] == "diverged"][
             ["variant", "run", "diverged_epoch"]
         ].to_dict("records"),
+    }
+
+
+def combine_view(study: dict, runs: pd.DataFrame) -> dict | None:
+    """A combine study's winners and whether their gains add up, formatted (None otherwise)."""
+    if study["kind"] != "combine":
+        return None
+    winners = [
+        {"study": w["study"], "variant": w["variant"]}
+        for w in (study.get("combination") or {}).get("winners", [])
+    ]
+    found = combine.additivity(runs, study)
+    if found is None:
+        return {"winners": winners, "additivity": None}
+    test = found["contrast"] or {}
+
+    def ci(low, high):
+        return f"[{low:+.3g}, {high:+.3g}]" if low is not None and math.isfinite(low) else ""
+
+    against = [
+        {"winner": a["winner"], "verdict": _verdict({**a, "is_reference": False}),
+         "delta": _delta({**a, "is_reference": False})}
+        for a in found["against_winners"]
+    ]  # fmt: skip
+    return {
+        "winners": winners,
+        "additivity": {
+            "combined": f"{found['combined_delta']:+.3g}",
+            "sum": f"{found['sum_of_gains']:+.3g}",
+            "contrast": f"{test['estimate']:+.3g}" if test else "",
+            "ci": ci(test.get("ci_low"), test.get("ci_high")),
+            "p": f"{test['p_value']:.2g}" if test else "",
+            "verdict": found["verdict"],
+            "adds_up": found["verdict"].startswith("the gains add up"),
+        },
+        "against": against,
     }
 
 

@@ -472,3 +472,29 @@ def describe_method(alpha: float = ALPHA) -> str:
         f"at level {alpha:g}/m (m tests in the study) would detect the observed difference with "
         "80% power at the observed spread (capped at 10000)."
     )
+
+
+def contrast(groups: Sequence, coefficients: Sequence[float], alpha: float = ALPHA) -> dict | None:
+    """A linear contrast of independent group means, sum(c_g * mean_g), with Welch's t.
+
+    Its standard error is sqrt(sum(c_g^2 s_g^2 / n_g)) and its degrees of freedom those of
+    Welch and Satterthwaite; returns {"estimate", "ci_low", "ci_high", "p_value", "df"}, or
+    None when a group has fewer than two finite values. Used for additivity: combined - baseline
+    - sum(winner - baseline) is the contrast (+1, -1 per winner, k - 1 for the baseline).
+    """
+    data = [_finite(g) for g in groups]
+    if any(len(g) < 2 for g in data):
+        return None
+    c = np.asarray(coefficients, dtype=float)
+    means = np.array([g.mean() for g in data])
+    terms = np.array([ci**2 * g.var(ddof=1) / len(g) for ci, g in zip(c, data)])
+    estimate, se = float(c @ means), float(np.sqrt(terms.sum()))
+    if se == 0:
+        p = 1.0 if estimate == 0 else 0.0
+        return {"estimate": estimate, "ci_low": estimate, "ci_high": estimate, "p_value": p,
+                "df": math.inf}  # fmt: skip
+    df = float(terms.sum() ** 2 / sum(t**2 / (len(g) - 1) for t, g in zip(terms, data) if t))
+    half = float(stats.t.ppf(1 - alpha / 2, df)) * se
+    p = float(2 * stats.t.sf(abs(estimate) / se, df))
+    return {"estimate": estimate, "ci_low": estimate - half, "ci_high": estimate + half,
+            "p_value": p, "df": df}  # fmt: skip

@@ -24,6 +24,15 @@ try:
 except ConfigError as exc:
     sys.exit(f"\n{exc}\n\nNothing was run.")
 
+# A combine study's winners, when an earlier run chose them: a job started on a cluster node
+# re-reads this file and must know the combined experiment as the submitting host does.
+for _study in PLAN.studies.values():
+    _chosen = Path(_study.dir) / "combination.json"
+    if _study.kind == "combine" and _chosen.exists():
+        PLAN.add_combination(
+            _study.slug, json.loads(_chosen.read_text(encoding="utf-8"))
+        )
+
 RES = PLAN.config["resources"]
 FIG = PLAN.config["report"]["figure_format"]
 
@@ -102,7 +111,8 @@ def get_repeat_seeds(wildcards):
 
 def get_repeats_mem_mb(wildcards):
     """The job's memory: `resources.mem_mb` holds the framework and one model; each further
-    tower adds its own parameters, optimizer slots, activations and data (the planner's estimate)."""
+    tower adds its own parameters, optimizer slots, activations and data (the planner's estimate).
+    """
     spec = PLAN.experiments[wildcards.exp].spec
     tower = estimate_memory(spec)["bytes"] / 2**20
     return RES["mem_mb"] + math.ceil((len(repeats_of(wildcards.exp)) - 1) * tower)
@@ -116,13 +126,52 @@ def get_seed(wildcards):
     return PLAN.find_run(wildcards.exp, wildcards.run).seed
 
 
+def combine_study(slug):
+    """The study `slug`; a combine study with its winners and their combination, once chosen
+    (until then, Snakemake's checkpoint makes the asking job wait for select_combination).
+    """
+    study = PLAN.studies[slug]
+    if study.kind == "combine":
+        chosen = checkpoints.select_combination.get(study=slug).output[0]
+        PLAN.add_combination(slug, json.loads(Path(chosen).read_text(encoding="utf-8")))
+    return study
+
+
 def get_study_json(wildcards):
-    return canonical_json(PLAN.studies[wildcards.study].describe())
+    return canonical_json(combine_study(wildcards.study).describe())
+
+
+def get_combination(wildcards):
+    """A combine study's combination.json (an input of the jobs whose params it changes)."""
+    if PLAN.studies[wildcards.study].kind != "combine":
+        return []
+    return [checkpoints.select_combination.get(study=wildcards.study).output[0]]
+
+
+def get_report_combinations(wildcards):
+    slugs = [s for s in PLAN.report_studies() if PLAN.studies[s].kind == "combine"]
+    return [checkpoints.select_combination.get(study=s).output[0] for s in slugs]
+
+
+def get_combined_summaries(wildcards):
+    """The summary.csv of each ofat study a combine study lists (their verdicts)."""
+    return [
+        f"results/studies/{s}/summary.csv"
+        for s in PLAN.studies[wildcards.study].combine
+    ]
+
+
+def get_combine_json(wildcards):
+    study = PLAN.studies[wildcards.study]
+    listed = [{"name": PLAN.studies[s].name, "slug": s} for s in study.combine]
+    return canonical_json({"name": study.name, "combine": listed})
 
 
 def get_study_files(name):
     def files(wildcards):
-        return [f"{run.dir}/{name}" for run in PLAN.studies[wildcards.study].all_runs()]
+        return [
+            f"{run.dir}/{name}" for run in combine_study(wildcards.study).all_runs()
+        ]
 
     return files
 
@@ -133,12 +182,12 @@ def report_inputs(name):
 
 def get_overview_json(wildcards):
     return canonical_json(
-        [PLAN.studies[slug].describe() for slug in PLAN.report_studies()]
+        [combine_study(slug).describe() for slug in PLAN.report_studies()]
     )
 
 
 def get_report_json(wildcards):
-    studies = [PLAN.studies[slug] for slug in PLAN.report_studies()]
+    studies = [combine_study(slug) for slug in PLAN.report_studies()]
     used = {v.experiment for s in studies for v in s.variants}
     return canonical_json(
         {
@@ -146,7 +195,8 @@ def get_report_json(wildcards):
             "studies": [s.describe() for s in studies],
             # Relative names: a checkout moved elsewhere must not rebuild the report.
             "config_files": {
-                os.path.relpath(f): Path(f).read_text(encoding="utf-8") for f in PLAN.files
+                os.path.relpath(f): Path(f).read_text(encoding="utf-8")
+                for f in PLAN.files
             },
             "experiments": {e: PLAN.experiments[e].spec for e in sorted(used)},
             "lr_ranges": report_lr_ranges(),

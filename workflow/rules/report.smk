@@ -8,6 +8,7 @@ rule report:
         figure=report_inputs(f"curves.{FIG}"),
         observations=report_inputs("observations.csv"),
         overview=f"results/overview/effects.{FIG}",
+        combinations=get_report_combinations,
         cv_ranking=report_cv_inputs(),
         lr_range_runs=[f"results/studies/{s}/runs.csv" for s in PLAN.report_lr_ranges()],
         lr_range_suggestion=report_lr_range_inputs("suggestion.json"),
@@ -28,6 +29,7 @@ rule report:
 rule overview:
     input:
         summary=report_inputs("summary.csv"),
+        combinations=get_report_combinations,
     output:
         effects=report(
             "results/overview/effects.csv",

@@ -8,6 +8,7 @@ rule aggregate_study:
         winner=get_cv_winner,
         refit=get_cv_refit,
         lr_range=get_study_lr_range,
+        combination=get_combination,
     output:
         runs=report(
             "results/studies/{study}/runs.csv",
@@ -44,6 +45,7 @@ rule plot_study:
     input:
         runs="results/studies/{study}/runs.csv",
         histories=get_study_files("history.csv"),
+        combination=get_combination,
     output:
         report(
             f"results/studies/{{study}}/curves.{FIG}",

@@ -1,0 +1,90 @@
+"""Combine studies: the winners of one-factor-at-a-time studies, set together, and whether their
+gains add up.
+
+No TensorFlow here. A `combine` study lists ofat studies around its own reference. Once their
+tables are made, `choose` takes each one's winner: the variant marked best in its summary.csv
+(the detectably better variant with the best mean; see `analysis.best_of`), or none, when no
+variant beats the reference detectably. The planner then sets the winners together into one
+experiment ("combined"), trained with the study's repeats beside the winners themselves, and
+`additivity` asks whether the combined gain is the sum of the single gains: the contrast
+combined - baseline - sum(winner - baseline), with Welch's CI (`statistics.contrast`). One-factor-
+at-a-time designs cannot see interactions; this is the check that the picks work together.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from . import statistics
+from .tasks import GREATER_IS_BETTER, metric_of
+
+
+def choose(study: dict, summaries: dict) -> dict:
+    """combination.json: for each listed study (in order), its winner or None.
+
+    `study` is {"name", "combine": [{"name", "slug"}, ...]}; `summaries` maps a listed study's
+    slug to its summary.csv. Only the winners are recorded, so the file changes only when one
+    of them does.
+    """
+    winners = []
+    for listed in study["combine"]:
+        table = summaries[listed["slug"]]
+        best = table[table["is_best"].astype(bool)]
+        row = best.iloc[0] if len(best) else None
+        winners.append(
+            {
+                "study": listed["name"],
+                "slug": listed["slug"],
+                "variant": None if row is None else str(row["variant"]),
+                "experiment": None if row is None else str(row["experiment"]),
+            }
+        )
+    return {"study": study["name"], "winners": winners}
+
+
+def additivity(runs: pd.DataFrame, study: dict) -> dict | None:
+    """Whether the winners' gains add up, on the primary metric, from a combine study's runs.csv.
+
+    Returns None without a combined experiment (fewer than two winners). Otherwise the combined
+    Δ and the sum of the single Δs (each against the reference), the contrast with its CI and
+    p-value, a verdict ("the gains add up", "less than the sum", "more than the sum"), and the
+    combined experiment against each single winner (Welch, Holm over the winners).
+    """
+    labels = [v["label"] for v in study["variants"]]
+    if "combined" not in labels:
+        return None
+    metric = metric_of(study["task"])
+    higher = GREATER_IS_BETTER[metric]
+    score = runs.set_index("variant")[f"best_val_{metric}"]
+
+    def values(label):
+        return pd.to_numeric(score.loc[[label]], errors="coerce").to_numpy()
+
+    reference = next(v["label"] for v in study["variants"] if v["is_reference"])
+    winners = [label for label in labels if label not in ("combined", reference)]
+    groups = [values("combined"), *(values(w) for w in winners), values(reference)]
+    coefficients = [1.0, *([-1.0] * len(winners)), len(winners) - 1.0]
+    test = statistics.contrast(groups, coefficients)
+    mean = {label: float(values(label).mean()) for label in labels}
+    gains = [mean[w] - mean[reference] for w in winners]
+    against = statistics.adjust(
+        [statistics.compare_runs(values("combined"), values(w), higher) for w in winners], higher
+    )
+    return {
+        "combined_delta": mean["combined"] - mean[reference],
+        "sum_of_gains": float(sum(gains)),
+        "contrast": test,
+        "verdict": _additive(test, higher),
+        "against_winners": [{"winner": w, **c.as_dict()} for w, c in zip(winners, against)],
+    }
+
+
+def _additive(test: dict | None, higher: bool) -> str:
+    if test is None:
+        return "single run"
+    if test["p_value"] >= statistics.ALPHA:
+        return "the gains add up (no detectable departure from their sum)"
+    more = test["estimate"] > 0 if higher else test["estimate"] < 0
+    return (
+        "more than the sum of the single gains" if more else "less than the sum of the single gains"
+    )

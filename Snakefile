@@ -49,6 +49,7 @@ localrules:
     prepare,
     aggregate_study,
     plot_study,
+    plot_grid,
     overview,
     select_cv,
     plot_lr_range,

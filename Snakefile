@@ -50,6 +50,7 @@ localrules:
     prepare,
     aggregate_study,
     plot_study,
+    plot_grid,
     overview,
     select_cv,
     select_combination,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -15,6 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
+from . import grid  # noqa: E402
 from .analysis import mean_curves  # noqa: E402
 from .io import atomic_path  # noqa: E402
 from .observations import first_divergence  # noqa: E402
@@ -391,3 +393,201 @@ def plot_lr_range(
     ax.set_title(title, fontsize=12)
     fig.tight_layout()
     save(fig, path, dpi)
+
+
+# The grid analysis of a grid or cv study (grid.py computes, these draw) ---------------------------
+
+
+@styled
+def plot_grid(
+    table: pd.DataFrame,
+    factors: list,
+    path: str | Path,
+    *,
+    label: str,
+    higher: bool,
+    title: str,
+    score: str = grid.SCORE,
+    dpi: int = 110,
+) -> None:
+    """A grid's main effects, its interaction heatmaps (two or more factors) and its parallel
+    coordinates (three or more), in one figure written atomically.
+
+    `table` is `grid.observations`' table (one row per run, a column per factor); `label` names
+    the score ("best validation accuracy"), `higher` whether higher is better.
+    """
+    axis = f"mean {label}\n({'higher' if higher else 'lower'} is better)"
+    parts = [(_main_effect_panels, 2.9 * math.ceil(len(factors) / 4))]
+    pairs = math.comb(len(factors), 2)
+    if pairs:
+        rows = math.ceil(pairs / 3)
+        parts.append((_interaction_panels, rows * max(3.0, 0.32 * _most_levels(table, factors))))
+    if len(factors) >= 3:
+        parts.append((_parallel_panel, 4.4))
+    heights = [h + 0.5 for _, h in parts]
+    fig = plt.figure(figsize=(11, sum(heights) + 0.5), layout="constrained")
+    subs = fig.subfigures(len(parts), 1, squeeze=False, height_ratios=heights)[:, 0]
+    for sub, (draw, _) in zip(subs, parts):
+        draw(sub, table, factors, score, axis, higher)
+    fig.suptitle(_text(title), fontsize=13)
+    save(fig, path, dpi)
+
+
+def _most_levels(table: pd.DataFrame, factors: list) -> int:
+    return max(len(grid.levels(table, f)) for f in factors)
+
+
+def _level_ticks(ax, which: str, names: list, width: int = 18) -> None:
+    """Categorical tick labels, shortened; slanted on the x axis when they are long."""
+    labels = [_short(str(n), width) for n in names]
+    if which == "x":
+        slant = max((len(t) for t in labels), default=0) > 6
+        ax.set_xticks(
+            range(len(labels)),
+            labels,
+            rotation=30 if slant else 0,
+            ha="right" if slant else "center",
+            fontsize=8.5,
+        )
+    else:
+        ax.set_yticks(range(len(labels)), labels, fontsize=8.5)
+
+
+def _main_effect_panels(sub, table, factors, score, axis, higher) -> None:
+    """One panel per factor: the mean score at each level with its 95% t interval."""
+    effects = grid.main_effects(table, factors, score)
+    ncols = min(len(factors), 4)
+    axes = sub.subplots(math.ceil(len(factors) / ncols), ncols, squeeze=False, sharey=True)
+    scores = pd.to_numeric(table[score], errors="coerce")
+    grand = float(scores[np.isfinite(scores)].mean()) if len(table) else math.nan
+    for ax, factor in zip(axes.flat, factors):
+        rows = effects[effects["factor"] == factor]
+        mean = rows["mean"].to_numpy(float)
+        low = np.nan_to_num(mean - rows["ci_low"].to_numpy(float))
+        high = np.nan_to_num(rows["ci_high"].to_numpy(float) - mean)
+        ax.errorbar(
+            range(len(rows)),
+            mean,
+            yerr=[low, high],
+            fmt="o-",
+            color=PALETTE[0],
+            ecolor="#333333",
+            capsize=3,
+            linewidth=1.6,
+            markersize=5,
+        )
+        if np.isfinite(grand):
+            ax.axhline(grand, color="#888888", linestyle="--", linewidth=0.9)
+        _level_ticks(ax, "x", list(rows["level"]))
+        ax.set_xlim(-0.5, len(rows) - 0.5)
+        ax.set_xlabel(_text(factor))
+        ax.grid(True, axis="y", alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(axis)
+    for ax in list(axes.flat)[len(factors) :]:
+        ax.axis("off")
+    sub.suptitle(
+        "Main effects: mean at each level with its 95% CI (dashed: mean of all runs)", fontsize=11
+    )
+
+
+def _better_colours(higher: bool):
+    """viridis, bright where the score is better; missing cells grey."""
+    return plt.get_cmap("viridis" if higher else "viridis_r").with_extremes(bad="#e4e4e4")
+
+
+def _interaction_panels(sub, table, factors, score, axis, higher) -> None:
+    """One heatmap per pair of factors: the mean score of each combination of their levels,
+    written in the cell, on one colour scale for all pairs."""
+    pairs = grid.interactions(table, factors, score)
+    ncols = min(len(pairs), 3)
+    axes = sub.subplots(math.ceil(len(pairs) / ncols), ncols, squeeze=False)
+    values = np.concatenate([m.to_numpy(float).ravel() for m in pairs.values()])
+    values = values[np.isfinite(values)]
+    norm = matplotlib.colors.Normalize(*(values.min(), values.max()) if values.size else (0, 1))
+    cmap = _better_colours(higher)
+    for ax, ((a, b), means) in zip(axes.flat, pairs.items()):
+        grid_values = means.to_numpy(float)
+        image = ax.imshow(np.ma.masked_invalid(grid_values), cmap=cmap, norm=norm, aspect="auto")
+        ax.set_box_aspect(min(max(grid_values.shape[0] / grid_values.shape[1], 0.5), 1.2))
+        for (i, j), v in np.ndenumerate(grid_values):
+            red, green, blue, _ = cmap(norm(v)) if np.isfinite(v) else (1, 1, 1, 1)
+            dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
+            ax.text(
+                j,
+                i,
+                f"{v:.3g}" if np.isfinite(v) else "–",
+                ha="center",
+                va="center",
+                fontsize=7.5,
+                color="white" if dark else "black",
+            )
+        _level_ticks(ax, "x", list(means.columns))
+        _level_ticks(ax, "y", list(means.index))
+        ax.set_xlabel(_text(b))
+        ax.set_ylabel(_text(a))
+    for ax in list(axes.flat)[len(pairs) :]:
+        ax.axis("off")
+    sub.colorbar(image, ax=[a for a in axes.flat if a.axison], label=axis, shrink=0.9)
+    sub.suptitle(
+        "Interactions: mean of each combination of two factors' levels, over the other "
+        "factors and the runs",
+        fontsize=11,
+    )
+
+
+def _parallel_panel(sub, table, factors, score, axis, higher) -> None:
+    """Parallel coordinates: one line per cell through its level on each factor's axis, ending
+    at its mean score, coloured by it; the best cells are drawn last (on top)."""
+    ax = sub.subplots()
+    cells = grid.cell_means(table, factors, score).sort_values("mean", ascending=higher)
+    k, cmap = len(factors), _better_colours(higher)
+    lo, hi = (cells["mean"].min(), cells["mean"].max()) if len(cells) else (0.0, 1.0)
+    norm = matplotlib.colors.Normalize(lo, hi if hi > lo else lo + 1e-12)
+    spread = (np.arange(len(cells)) / max(len(cells) - 1, 1) - 0.5) * 0.35
+    places = {f: _axis_places(grid.levels(table, f)) for f in factors}
+    for offset, rec in zip(spread, cells.to_dict("records")):
+        ys = [places[f][rec[f]] + offset * _level_gap(places[f]) for f in factors]
+        ax.plot(
+            range(k + 1),
+            [*ys, norm(rec["mean"])],
+            color=cmap(norm(rec["mean"])),
+            linewidth=1.5,
+            alpha=0.85,
+        )
+    for i, f in enumerate(factors):
+        ax.axvline(i, color="#444444", linewidth=0.9, zorder=0)
+        for name, y in places[f].items():
+            ax.text(
+                i - 0.03,
+                y,
+                _short(str(name), 16),
+                ha="right",
+                va="center",
+                fontsize=8,
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 1},
+            )
+    ax.axvline(k, color="#444444", linewidth=0.9, zorder=0)
+    for v in np.linspace(lo, hi, 5) if hi > lo else [lo]:
+        ax.text(k + 0.03, norm(v), f"{v:.3g}", ha="left", va="center", fontsize=8)
+    names = [_short(f, 24) for f in factors] + [textwrap.fill(axis.split("\n")[0], 20)]
+    ax.set_xticks(range(k + 1), names, fontsize=9)
+    ax.set_xlim(-0.6, k + 0.35)
+    ax.set_ylim(-0.22, 1.22)
+    ax.set_yticks([])
+    ax.spines[["left", "right", "top", "bottom"]].set_visible(False)
+    sub.colorbar(matplotlib.cm.ScalarMappable(norm, cmap), ax=ax, label=axis, shrink=0.9)
+    sub.suptitle(
+        "Parallel coordinates: one line per cell, through its levels to its mean score", fontsize=11
+    )
+
+
+def _axis_places(names: list) -> dict:
+    """Where each level sits on its factor's axis, from 0 (first in the config) to 1."""
+    if len(names) == 1:
+        return {names[0]: 0.5}
+    return {name: i / (len(names) - 1) for i, name in enumerate(names)}
+
+
+def _level_gap(places: dict) -> float:
+    return 1 / (len(places) - 1) if len(places) > 1 else 0.5

@@ -16,7 +16,7 @@ from urllib.parse import quote
 import jinja2
 import pandas as pd
 
-from . import combine, statistics
+from . import combine, grid, statistics
 from .figures import colours
 from .io import atomic_write_text
 from .observations import RULES
@@ -384,6 +384,9 @@ def build_report(params: dict, inputs: dict, output: str | Path) -> None:
         )
     ]
     add_cv_views(sections, inputs.get("cv_ranking", []))
+    add_grid_views(
+        sections, params.get("grids", {}), inputs.get("anova", []), inputs.get("grid_figure", [])
+    )
     overview = inputs.get("overview")
     html = render(
         params["title"],
@@ -443,6 +446,55 @@ def cv_view(study: dict, ranking_csv, runs_csv) -> dict:
             "test_loss": fmt(rec.get("test_loss")),
         }
     return view
+
+
+def add_grid_views(sections: list[dict], grids: dict, anovas: list, figures: list) -> None:
+    """Give each section of a study with a grid its `grid` view (template _grid.html.j2), from
+    its grid's factors (`grids`: slug -> factors), its anova.csv and its grid figure."""
+    tables = {Path(path).parent.name: Path(path) for path in anovas}
+    drawn = {Path(path).parent.name: Path(path) for path in figures}
+    for section in sections:
+        slug = section["study"]["slug"]
+        if grids.get(slug) and slug in tables and slug in drawn:
+            section["grid"] = grid_view(section["study"], grids[slug], tables[slug], drawn[slug])
+
+
+def grid_view(study: dict, factors: list, anova_csv, figure) -> dict:
+    """The grid figure inlined, the ANOVA rows formatted (none when the grid is not full
+    factorial, or has nothing to measure the noise by), the note saying how and why."""
+    table = pd.read_csv(anova_csv)
+    notes = [n for n in table["note"].dropna().astype(str) if n]
+    rows = [
+        {
+            "term": rec["term"],
+            "kind": rec["kind"],
+            "df": fmt(int(rec["df"])),
+            "sum_sq": fmt(rec["sum_sq"], 3),
+            "mean_sq": fmt(rec["sum_sq"] / rec["df"], 3)
+            if rec["df"] > 0 and rec["kind"] != "total"
+            else "–",
+            "F": fmt(rec["F"], 3),
+            "p": _p_value(rec["p_value"]),
+            "eta_sq": f"{100 * rec['eta_sq']:.1f} %" if math.isfinite(rec["eta_sq"]) else "–",
+        }
+        for rec in table.to_dict("records")
+        if isinstance(rec["term"], str)
+    ]
+    return {
+        "figure": image_uri(figure),
+        "factors": factors,
+        "label": grid.score_label(study),
+        "rows": rows,
+        "note": notes[0] if notes else "",
+        "method": grid.describe_method(),
+        "cv": study["kind"] == "cv",
+    }
+
+
+def _p_value(p) -> str:
+    if p is None or not math.isfinite(p):
+        return "–"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def lr_range_views(tests: list[dict], inputs: dict) -> list[dict]:

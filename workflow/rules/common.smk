@@ -17,7 +17,7 @@ os.environ.update(
 from hpstudy.config import ConfigError, estimate_memory
 from hpstudy.datasets import raw_paths
 from hpstudy.ids import canonical_json
-from hpstudy.plan import load_plan, lr_range_of
+from hpstudy.plan import grid_entries, load_plan, lr_range_of
 
 try:
     PLAN = load_plan(list(workflow.configfiles), config)
@@ -200,6 +200,8 @@ def get_report_json(wildcards):
             },
             "experiments": {e: PLAN.experiments[e].spec for e in sorted(used)},
             "lr_ranges": report_lr_ranges(),
+            # The factors of each study's grid, for its grid view.
+            "grids": {s.slug: grid_design(s.slug)["factors"] for s in studies},
         }
     )
 
@@ -275,3 +277,39 @@ def report_lr_ranges():
             }
         )
     return out
+
+
+# Grid analysis (grid studies, and the candidate grid of cv studies) --------------------------
+
+
+def grid_design(slug):
+    """The study's grid as the plan expands it: its factors (config order) and its cells.
+
+    Each cell has its label and its value of each factor; a study without a grid has no factor.
+    """
+    study = PLAN.studies[slug]
+    cfg = PLAN.config["studies"][study.name]
+    if study.kind not in ("grid", "cv") or not cfg.get("grid"):
+        return {"factors": [], "cells": []}
+    factors = list(cfg["grid"])
+    cells = [
+        [label, [overrides[f] for f in factors]]
+        for label, overrides, _ in grid_entries(cfg, [])
+    ]
+    return {"factors": factors, "cells": cells}
+
+
+def get_study_grid(wildcards):
+    return canonical_json(grid_design(wildcards.study))
+
+
+def get_cv_ranking(wildcards):
+    if PLAN.studies[wildcards.study].kind != "cv":
+        return []
+    return [checkpoints.select_cv.get(study=wildcards.study).output.ranking]
+
+
+def report_grid_inputs(name):
+    """`name` of each study the report shows that has a grid, in report order."""
+    slugs = [s for s in PLAN.report_studies() if grid_design(s)["factors"]]
+    return [f"results/studies/{slug}/{name}" for slug in slugs]

@@ -7,6 +7,8 @@ rule report:
         runs=report_inputs("runs.csv"),
         figure=report_inputs(f"curves.{FIG}"),
         observations=report_inputs("observations.csv"),
+        anova=report_grid_inputs("anova.csv"),
+        grid_figure=report_grid_inputs(f"grid.{FIG}"),
         overview=f"results/overview/effects.{FIG}",
         combinations=get_report_combinations,
         cv_ranking=report_cv_inputs(),

@@ -9,6 +9,7 @@ rule aggregate_study:
         refit=get_cv_refit,
         lr_range=get_study_lr_range,
         combination=get_combination,
+        ranking=get_cv_ranking,
     output:
         runs=report(
             "results/studies/{study}/runs.csv",
@@ -31,12 +32,20 @@ rule aggregate_study:
             subcategory="{study}",
             labels={"study": "{study}", "table": "observations"},
         ),
+        anova=report(
+            "results/studies/{study}/anova.csv",
+            caption="../report/anova.rst",
+            category="Studies",
+            subcategory="{study}",
+            labels={"study": "{study}", "table": "anova"},
+        ),
     log:
         "results/logs/studies/{study}.aggregate.log",
     conda:
         "../../envs/analysis.yaml"
     params:
         study=get_study_json,
+        grid=get_study_grid,
     script:
         "../scripts/aggregate_study.py"
 
@@ -62,3 +71,28 @@ rule plot_study:
         study=get_study_json,
     script:
         "../scripts/plot_study.py"
+
+
+# A grid's main effects, interactions and parallel coordinates (grid studies, and cv studies with
+# a grid); the report asks for it only for those.
+rule plot_grid:
+    input:
+        runs="results/studies/{study}/runs.csv",
+        ranking=get_cv_ranking,
+    output:
+        report(
+            f"results/studies/{{study}}/grid.{FIG}",
+            caption="../report/grid.rst",
+            category="Studies",
+            subcategory="{study}",
+            labels={"study": "{study}", "figure": "grid"},
+        ),
+    log:
+        "results/logs/studies/{study}.plot_grid.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        study=get_study_json,
+        grid=get_study_grid,
+    script:
+        "../scripts/plot_grid.py"

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from hpstudy import analysis, cv, observations
+from hpstudy import analysis, cv, grid, observations
 from hpstudy.io import atomic_path, redirect_output
 
 redirect_output(snakemake.log[0])
@@ -17,11 +17,16 @@ else:
     runs = analysis.runs_table(study, out_dir)
     summary = analysis.summary_table(runs, study)
 notes = observations.study_observations(study)
+design = json.loads(snakemake.params.grid)
+ranking = snakemake.input.ranking
+ranking = grid.read_table(ranking[0], design) if ranking else None
+anova = grid.study_anova(study, design, runs, ranking)
 outputs = snakemake.output
 for table, path in (
     (runs, outputs.runs),
     (summary, outputs.summary),
     (notes, outputs.observations),
+    (anova, outputs.anova),
 ):
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)

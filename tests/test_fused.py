@@ -191,3 +191,54 @@ def test_on_jax_a_tower_does_not_depend_on_how_many_it_is_fused_with():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("ok 4")  # the header and three epochs
+
+
+FUSED_DRIVER = """
+import json, sys
+from hpstudy import devices
+devices.setup(threads=1)
+from hpstudy import fused
+fused.train_repeats(**json.loads(sys.argv[1]))
+"""
+
+
+def test_a_fused_job_killed_with_sigkill_resumes_every_tower_to_the_same_bytes(data, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+
+    exp, seeds = experiment(epochs=30, dropout={"rate": 0.3})
+
+    def job(root):
+        return {"spec": exp.spec, "data_paths": [str(data)] * 2, "seeds": seeds[:2],
+                "outs": [outs(root / f"r{k}") for k in range(2)], "runs": ["r0", "r1"],
+                "experiment": exp.id}  # fmt: skip
+
+    def start(root):
+        return subprocess.Popen([sys.executable, "-c", FUSED_DRIVER, json.dumps(job(root))],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+
+    def backup_epoch(root):
+        try:
+            with np.load(root / "backup-2-repeats" / "state.npz", allow_pickle=False) as npz:
+                return json.loads(npz["meta"].tobytes().decode())["epoch"]
+        except Exception:  # not written yet, or being replaced
+            return 0
+
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert start(whole).wait(timeout=600) == 0
+    proc, deadline = start(cut), time.monotonic() + 300
+    while backup_epoch(cut) < 3:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = backup_epoch(cut)
+    assert 3 <= killed_at < 30 and not (cut / "r0" / "metrics.json").exists()
+    assert start(cut).wait(timeout=600) == 0
+    for k in range(2):
+        assert same_results(whole / f"r{k}", cut / f"r{k}"), k

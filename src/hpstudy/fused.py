@@ -34,13 +34,14 @@ import numpy as np
 
 from . import lr_range, models
 from .devices import host_facts
-from .tasks import HISTORY_METRICS
 from .training import (
     Checkpoint,
     Recorder,
     build_compiled,
     evaluate_test,
     execution_steps,
+    history_row,
+    learning_rate,
     load_inputs,
     process_started,
     run_results,
@@ -164,15 +165,11 @@ class FusedRecorder(keras.callbacks.Callback):
         now = time.perf_counter()
         self.seconds.append(now - self._start)
         self._start = now
-        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        lr = learning_rate(self.model)
         shown = []
         for k in self.alive():
             tower = self.towers[k]
-            row = {"epoch": epoch + 1}
-            for name in HISTORY_METRICS[self.task]:
-                row[name] = float(logs.get(f"t{k}_{name}", math.nan))
-                row[f"val_{name}"] = float(logs.get(f"val_t{k}_{name}", math.nan))
-            row["learning_rate"] = lr
+            row = history_row(logs, self.task, epoch, lr, prefix=f"t{k}_")
             tower.rows.append(row)
             shown.append(f"{self.runs[k]}: {row['loss']:.4g}/{row['val_loss']:.4g}")
             if not (math.isfinite(row["loss"]) and math.isfinite(row["val_loss"])):

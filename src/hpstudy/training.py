@@ -140,11 +140,7 @@ class Recorder(keras.callbacks.Callback):
         self.seconds.append(now - self._start)
         # Epoch ends to epoch ends: an epoch's time includes the previous epoch's backup.
         self._start = now
-        row = {"epoch": epoch + 1}
-        for name in HISTORY_METRICS[self.task]:
-            row[name] = float(logs.get(name, float("nan")))
-            row[f"val_{name}"] = float(logs.get(f"val_{name}", float("nan")))
-        row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        row = history_row(logs, self.task, epoch, learning_rate(self.model))
         self.rows.append(row)
         # The progress line (tail -f train.log), in place of Keras' logger and its per-batch hooks.
         values = " - ".join(f"{k}: {v:.4g}" for k, v in row.items() if k != "epoch")
@@ -154,6 +150,21 @@ class Recorder(keras.callbacks.Callback):
             self.diverged_epoch = epoch + 1
             self.model.stop_training = True
             print(f"Loss is not finite at epoch {epoch + 1}: run recorded as diverged", flush=True)
+
+
+def history_row(logs: dict, task: str, epoch: int, lr: float, prefix: str = "") -> dict:
+    """One line of history.csv from Keras' epoch-end logs (`prefix`: a fused tower's, `t<k>_`)."""
+    row = {"epoch": epoch + 1}
+    for name in HISTORY_METRICS[task]:
+        row[name] = float(logs.get(f"{prefix}{name}", math.nan))
+        row[f"val_{name}"] = float(logs.get(f"val_{prefix}{name}", math.nan))
+    row["learning_rate"] = lr
+    return row
+
+
+def learning_rate(model: keras.Model) -> float:
+    """The optimizer's current learning rate."""
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
 
 
 def summarise(rows: list[dict], task: str) -> dict:

@@ -40,7 +40,7 @@ format: setup
 	$(BIN)/ruff check --fix src tests workflow/scripts benchmarks
 	$(BIN)/snakefmt Snakefile workflow/rules
 
-# Side-by-side timings on this machine (about 26 min on an idle 2-core machine): benchmarks/RESULTS.md
+# Side-by-side timings on this machine (about an hour on an idle 2-core machine): benchmarks/RESULTS.md
 bench: setup
 	$(BIN)/pip install --quiet -e ".[jax]"
 	$(BIN)/python benchmarks/run.py

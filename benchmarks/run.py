@@ -1,6 +1,6 @@
 """Run the benchmarks and write benchmarks/RESULTS.md (what `make bench` does).
 
-    python benchmarks/run.py                  # everything: about 26 minutes on an idle 2-core machine
+    python benchmarks/run.py                  # everything: about an hour on an idle 2-core machine
     python benchmarks/run.py --only plan,report
     python benchmarks/run.py --assemble       # only rebuild RESULTS.md from benchmarks/out/
 

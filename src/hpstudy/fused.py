@@ -36,6 +36,7 @@ from . import lr_range, models
 from .devices import host_facts
 from .training import (
     Checkpoint,
+    EpochClock,
     Recorder,
     build_compiled,
     evaluate_test,
@@ -43,8 +44,8 @@ from .training import (
     history_row,
     learning_rate,
     load_inputs,
-    process_started,
     run_results,
+    timing_facts,
     write_run_outputs,
 )
 
@@ -116,20 +117,17 @@ def _listed(value) -> list:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
-class FusedRecorder(keras.callbacks.Callback):
+class FusedRecorder(EpochClock):
     """One `training.Recorder` per tower, fed from the fused logs; a diverged tower stops alone.
 
     `rows` and `seconds` are what `training.Checkpoint` backs up and restores (per tower).
     """
 
     def __init__(self, task: str, runs: list[str]):
-        super().__init__()
+        self.towers = [Recorder(task) for _ in runs]
+        super().__init__()  # its `seconds`: one list, shared by the towers (one step for all)
         self.task = task
         self.runs = runs
-        self.towers = [Recorder(task) for _ in runs]
-        self.seconds = []  # one list, shared by the towers: they train in one step
-        self.train_began: float | None = None
-        self._start = 0.0
 
     @property
     def rows(self) -> list[list[dict]]:
@@ -155,16 +153,9 @@ class FusedRecorder(keras.callbacks.Callback):
         """The towers still training (not diverged)."""
         return [k for k, tower in enumerate(self.towers) if tower.diverged_epoch is None]
 
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.train_began is None:
-            self.train_began = time.time()
-            self._start = time.perf_counter()
-
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
-        now = time.perf_counter()
-        self.seconds.append(now - self._start)
-        self._start = now
+        self.lap()
         lr = learning_rate(self.model)
         shown = []
         for k in self.alive():
@@ -318,13 +309,4 @@ def write_tower(spec: dict, tower, rows: Recorder, arrays: dict, out: dict, fact
 
 def fused_timing(recorder: FusedRecorder, started: float, initial_epoch: int, towers: int) -> dict:
     """The job's timing, which every tower shares (`fused_repeats`: how many trained together)."""
-    fresh, seconds = initial_epoch == 0, recorder.seconds
-    began = recorder.train_began
-    return {
-        "wall_seconds": round(time.time() - started, 3),
-        "startup_seconds": round(began - process_started(), 3) if began and fresh else None,
-        "first_epoch_seconds": round(seconds[0], 3) if seconds and fresh else None,
-        "fit_seconds": round(sum(seconds), 3),
-        "seconds_per_epoch": round(sum(seconds) / max(1, len(seconds)), 6),
-        "fused_repeats": towers,
-    }
+    return {**timing_facts(recorder, started, initial_epoch), "fused_repeats": towers}

@@ -113,7 +113,32 @@ class Checkpoint(keras.callbacks.Callback):
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class Recorder(keras.callbacks.Callback):
+class EpochClock(keras.callbacks.Callback):
+    """Seconds of each epoch, from epoch end to epoch end, and when training began.
+
+    An epoch's time includes the previous epoch's backup. `lap()` at each epoch end records one.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+        self.train_began: float | None = None  # time.time() when fit() starts its first epoch
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.train_began is None:
+            self.train_began = time.time()
+            self._start = time.perf_counter()
+
+    def lap(self) -> float:
+        """Record the epoch that just ended; return its seconds."""
+        now = time.perf_counter()
+        self.seconds.append(now - self._start)
+        self._start = now
+        return self.seconds[-1]
+
+
+class Recorder(EpochClock):
     """Per-epoch history (with the learning rate), epoch timing and divergence detection.
 
     Checks happen at epoch end, not per batch, so the compiled training loop never waits on
@@ -124,22 +149,11 @@ class Recorder(keras.callbacks.Callback):
         super().__init__()
         self.task = task
         self.rows: list[dict] = []
-        self.seconds: list[float] = []
         self.diverged_epoch: int | None = None
-        self.train_began: float | None = None  # time.time() when fit() starts its first epoch
-        self._start = 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.train_began is None:
-            self.train_began = time.time()
-            self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
-        now = time.perf_counter()
-        self.seconds.append(now - self._start)
-        # Epoch ends to epoch ends: an epoch's time includes the previous epoch's backup.
-        self._start = now
+        self.lap()
         row = history_row(logs, self.task, epoch, learning_rate(self.model))
         self.rows.append(row)
         # The progress line (tail -f train.log), in place of Keras' logger and its per-batch hooks.
@@ -387,7 +401,7 @@ def run_results(spec: dict, model, recorder: Recorder, diverged: int | None, tes
     }
 
 
-def timing_facts(recorder: Recorder, started: float, initial_epoch: int) -> dict:
+def timing_facts(recorder: EpochClock, started: float, initial_epoch: int) -> dict:
     """Wall, start-up, first-epoch and fit seconds of a run (start-up only for a fresh run)."""
     fresh = initial_epoch == 0
     seconds = recorder.seconds

@@ -81,9 +81,10 @@ def plan_of(cfg: dict, files: tuple = ("test.yaml",)) -> Plan:
     return make_plan(config_mod.validate(copy.deepcopy(cfg), list(files)), list(files))
 
 
-def prepared_digits(root: Path, data_spec: dict) -> Path:
-    """digits converted and prepared under `data_spec` into `root/data.npz`, as the workflow does."""
-    datasets.convert("digits", None, root / "digits.npz")
-    arrays = prepare.prepare(datasets.load_npz(root / "digits.npz"), data_spec)
+def prepared_digits(root: Path, data_spec: dict, source: str = "digits") -> Path:
+    """digits (or another built-in `source`) converted and prepared under `data_spec` into
+    `root/data.npz`, as the workflow does."""
+    datasets.convert(source, None, root / f"{source}.npz")
+    arrays = prepare.prepare(datasets.load_npz(root / f"{source}.npz"), data_spec)
     prepare.save(arrays, root / "data.npz", prepare.describe(arrays, data_spec))
     return root / "data.npz"

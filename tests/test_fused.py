@@ -1,6 +1,8 @@
-"""Fused repeats: R towers in one Keras program give each repeat the numbers of its run trained
-alone (TensorFlow, CPU), whatever R; a diverging tower does not touch the others; a job cut off
-mid-training resumes every tower to the same bytes; each tower's model.keras is the single model."""
+"""Fused repeats: R towers as one stacked Keras program give each repeat the numbers of its run
+trained alone to within 1e-5 relative (TensorFlow, CPU; the bias gradients' batch sums are added
+in another order, so the last bits differ), whatever R; two fused jobs give the same bytes; a
+diverging tower does not touch the others; a job cut off mid-training resumes every tower to the
+same bytes; each tower's model.keras is the single model."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import json
 import math
 import os
 
+import numpy as np
+import pandas as pd
 import pytest
 from helpers import TINY_CONFIG, plan_of, prepared_digits
 
@@ -43,9 +47,10 @@ def alone(exp, seed, data, directory, run="r0"):
     return directory
 
 
-def together(exp, seeds, data, root):
-    dirs = [root / f"r{k}" for k in range(len(seeds))]
-    runs = [f"r{k}" for k in range(len(seeds))]
+def together(exp, seeds, data, root, first=0):
+    """Train `seeds` as runs r<first>, r<first + 1>, ... of one fused job."""
+    runs = [f"r{k}" for k in range(first, first + len(seeds))]
+    dirs = [root / run for run in runs]
     fused.train_repeats(exp.spec, [data] * len(seeds), [outs(d) for d in dirs], seeds, runs, exp.id)
     return dirs
 
@@ -61,6 +66,25 @@ def same_results(a, b) -> bool:
     }
 
 
+def close_results(a, b, rtol=1e-5) -> bool:
+    """history.csv and metrics.json (apart from timing and host) equal to within `rtol`."""
+    ha, hb = (pd.read_csv(d / "history.csv") for d in (a, b))
+    if list(ha.columns) != list(hb.columns) or len(ha) != len(hb):
+        return False
+    if not np.allclose(ha.to_numpy(), hb.to_numpy(), rtol=rtol, atol=1e-8, equal_nan=True):
+        return False
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
+    keys = set(ma) - {"timing", "host"}
+    if keys != set(mb) - {"timing", "host"}:
+        return False
+    for key in keys:
+        x, y = ma[key], mb[key]
+        numbers = isinstance(x, float) and isinstance(y, float)
+        if not (math.isclose(x, y, rel_tol=rtol, abs_tol=1e-8) if numbers else x == y):
+            return False
+    return True
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     exp, _ = experiment()
@@ -70,11 +94,13 @@ def data(tmp_path_factory):
 def test_each_tower_equals_its_run_trained_alone_and_does_not_depend_on_r(data, tmp_path):
     exp, seeds = experiment(epochs=20)
     three = together(exp, seeds[:3], data, tmp_path / "three")
-    one = together(exp, seeds[1:2], data, tmp_path / "one")  # r1's seed in a fused job of one
+    one = together(exp, seeds[1:2], data, tmp_path / "one", first=1)  # r1 in a job of one
+    five = together(exp, seeds, data, tmp_path / "five")
     for k in range(3):
         ref = alone(exp, seeds[k], data, tmp_path / f"alone{k}", f"r{k}")
-        assert same_results(ref, three[k]), k
-    assert (one[0] / "history.csv").read_bytes() == (three[1] / "history.csv").read_bytes()
+        assert close_results(ref, three[k]), k
+        assert close_results(three[k], five[k]), k
+    assert close_results(one[0], three[1])
     metrics = json.loads((three[0] / "metrics.json").read_text())
     assert metrics["timing"]["fused_repeats"] == 3 and metrics["status"] == "ok"
     for run in three:  # every tower's timing.csv: one line per epoch, the fused job's epochs
@@ -82,13 +108,42 @@ def test_each_tower_equals_its_run_trained_alone_and_does_not_depend_on_r(data, 
     assert not (tmp_path / "three" / "backup-3-repeats").exists()  # removed once finished
 
 
+def test_two_fused_jobs_of_one_experiment_give_the_same_bytes(data, tmp_path):
+    exp, seeds = experiment(epochs=8, dropout={"rate": 0.3}, regularizer={"l2": 0.01})
+    first = together(exp, seeds[:3], data, tmp_path / "first")
+    second = together(exp, seeds[:3], data, tmp_path / "second")
+    for a, b in zip(first, second):
+        assert same_results(a, b)
+
+
 def test_dropout_towers_equal_their_runs_alone_and_five_towers_give_the_same(data, tmp_path):
     exp, seeds = experiment(epochs=6, dropout={"rate": 0.3})
     five = together(exp, seeds, data, tmp_path / "five")
     three = together(exp, seeds[:3], data, tmp_path / "three")
     for k in (0, 2):
-        assert same_results(alone(exp, seeds[k], data, tmp_path / f"alone{k}", f"r{k}"), five[k])
-        assert (three[k] / "history.csv").read_bytes() == (five[k] / "history.csv").read_bytes()
+        assert close_results(alone(exp, seeds[k], data, tmp_path / f"alone{k}", f"r{k}"), five[k])
+        assert close_results(three[k], five[k])
+
+
+def test_regression_wide_and_deep_with_penalties_equals_its_runs_alone(tmp_path):
+    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["datasets"] = {"d": {"source": "diabetes"}}
+    base = cfg["baselines"]["b"]
+    base["training"] = {"epochs": 12, "batch_size": 32}
+    penalty = {"l1": 0.001, "l2": 0.01, "layers": "all", "bias": True}
+    base["model"] = {"kind": "wide_deep", "hidden": [16, 8], "regularizer": penalty}
+    base["optimizer"] = {"name": "rmsprop", "learning_rate": 0.003, "momentum": 0.5}
+    exp = next(iter(plan_of(cfg).experiments.values()))
+    assert exp.spec["data"]["task"] == "regression"
+    seeds = [derive_seed(exp.spec["training"]["seed"], "repeat", k) for k in range(3)]
+    data = prepared_digits(tmp_path / "data", exp.spec["data"], source="diabetes")
+    dirs = together(exp, seeds, data, tmp_path / "fused")
+    for k in range(3):
+        ref = alone(exp, seeds[k], data, tmp_path / f"alone{k}", f"r{k}")
+        assert close_results(ref, dirs[k]), k
+    history = pd.read_csv(dirs[2] / "history.csv")
+    assert {"loss", "mse", "mae", "rmse", "val_rmse"} <= set(history.columns)
+    assert (history["loss"] > history["mse"]).all()  # the penalties are in the loss
 
 
 def test_a_diverging_tower_is_recorded_and_the_others_train_unharmed(data, tmp_path, monkeypatch):
@@ -109,7 +164,7 @@ def test_a_diverging_tower_is_recorded_and_the_others_train_unharmed(data, tmp_p
     assert bad["status"] == "diverged" and bad["diverged_epoch"] == 1
     assert bad["epochs_run"] == 1 and bad["test_accuracy"] is None
     for k in (0, 2):
-        assert same_results(alone(exp, seeds[k], data, tmp_path / f"alone{k}", f"r{k}"), dirs[k])
+        assert close_results(alone(exp, seeds[k], data, tmp_path / f"alone{k}", f"r{k}"), dirs[k])
 
 
 def test_a_job_cut_off_mid_training_resumes_every_tower_to_the_same_bytes(
@@ -173,10 +228,10 @@ def outs(d):
 fused.train_repeats(spec, [root / "data.npz"] * 3, [outs(root / "a" / f"r{i}") for i in range(3)],
                     [1, 2, 3], ["r0", "r1", "r2"], "e")
 fused.train_repeats(spec, [root / "data.npz"], [outs(root / "b" / "r0")], [2], ["r0"], "e")
-a, b = (root / "a" / "r1" / "history.csv").read_text(), (root / "b" / "r0" / "history.csv").read_text()
+a, b = (np.loadtxt(root / d / "history.csv", delimiter=",", skiprows=1) for d in ("a/r1", "b/r0"))
 assert keras.backend.backend() == "jax"
-assert a == b, (a, b)
-print("ok", len(a.splitlines()))
+assert a.shape == (3, 6) and np.allclose(a, b, rtol=1e-5, atol=1e-8), (a, b)
+print("ok", len(a))
 """
 
 
@@ -190,7 +245,7 @@ def test_on_jax_a_tower_does_not_depend_on_how_many_it_is_fused_with():
         [sys.executable, "-c", JAX_TOWERS], capture_output=True, text=True, env=env
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip().endswith("ok 4")  # the header and three epochs
+    assert proc.stdout.strip().endswith("ok 3")  # three epochs
 
 
 FUSED_DRIVER = """

@@ -1,24 +1,27 @@
-"""Train an experiment's repeats together: R copies of the model as R towers of one Keras program.
+"""Train an experiment's repeats together: R copies of the model as one stacked Keras program.
 
-Small models are bound by per-step framework overhead, not arithmetic, and every training job
-pays the interpreter, import and first-compile start-up. So the R repeats of an experiment are
-trained in one job, as one `keras.Model` whose tower k is the model of repeat k:
+Small models are bound by per-operation framework overhead, not arithmetic, and every training
+job pays the interpreter, import and first-compile start-up. So the R repeats of an experiment
+are trained in one job, as one `stacked.StackedModel` whose weights carry a leading repeat axis
+(one batched matmul per layer for all R towers), tower k being the model of repeat k:
 
-- **its own seed**: tower k is built right after `keras.utils.set_random_seed(seed_k)`, exactly
-  as the run trained alone would be, so it starts from the same weights and its Dropout layers
-  from the same random-generator state; it reads its own shuffled stream (the order of each
-  epoch depends only on (seed_k, epoch), as in `training.fit_data`);
-- **its own loss and metrics**: the fused model's loss is the sum of the towers' losses (each
+- **its own seed**: tower k's weights are those of the single model built right after
+  `keras.utils.set_random_seed(seed_k)`, exactly as the run trained alone builds it, and its
+  Dropout masks are drawn by that model's own Dropout layers; it reads its own shuffled stream
+  (the order of each epoch depends only on (seed_k, epoch), as in `training.fit_data`);
+- **its own loss and metrics**: the stacked model's loss is the sum of the towers' losses (each
   with its own L1/L2 penalties), so the gradient of tower k's weights is that of its own loss,
   and the optimizer's state is per weight: SGD, momentum, RMSprop and Adam stay independent;
 - **its own life cycle**: a tower whose loss is not finite is recorded as diverged at that
-  epoch (its history stops there, its test metrics are null), and the others train on: the
-  gradient of a sum passes nothing from one term to another's weights, so its NaNs never reach
-  them. One backup holds every tower; a killed job resumes all of them from the last epoch.
+  epoch (its history stops there, its test metrics are null), and the others train on: no
+  operation mixes towers, so its NaNs never reach them. One backup holds every tower; a killed
+  job resumes all of them from the last epoch, to the same bytes.
 
 Each tower writes the outputs of its own run (`results/runs/<exp>/r<k>/`), and its
-`model.keras` is the single model, not the fused one. On TensorFlow (CPU) a tower's history
-equals the run trained alone with the same seed (tests/test_fused.py). On JAX each tower reads
+`model.keras` is the single model, not the stacked one. On TensorFlow (CPU) a tower's history
+equals the run trained alone with the same seed to within 1e-5 relative (tests/test_fused.py;
+measured: about 3e-7 after 20 epochs): the batched ops add the bias gradients' batch sums in
+another order than a single Dense layer does, so the last bits differ. On JAX each tower reads
 its own (seed_k, epoch) order through NumPy, not the order of Keras' own shuffling that an
 unfused JAX run uses, so fused and unfused JAX runs agree in distribution, not number for number.
 """
@@ -34,6 +37,7 @@ import numpy as np
 
 from . import lr_range, models
 from .devices import host_facts
+from .stacked import StackedModel
 from .training import (
     Checkpoint,
     EpochClock,
@@ -48,73 +52,6 @@ from .training import (
     timing_facts,
     write_run_outputs,
 )
-
-
-class FusedModel(keras.Model):
-    """R towers (compiled single models) side by side: R inputs, R outputs, one optimizer.
-
-    Call it as `FusedModel(towers, task)`; compile it with an optimizer only (no loss): each
-    tower's loss and metrics are computed here and logged as `t<k>_<name>`.
-    """
-
-    def __init__(self, towers: list, task: str, **kwargs):
-        inputs = [
-            keras.Input(shape=tower.input_shape[1:], name=f"x{k}") for k, tower in enumerate(towers)
-        ]
-        # Operation names must be unique in a model: tower k is named after its run while fused,
-        # and takes its own name back (`unfuse`) before it is saved as the single model.
-        self.names = [tower.name for tower in towers]
-        for k, tower in enumerate(towers):
-            tower.name = f"{tower.name}_r{k}"
-        outputs = [tower(x) for tower, x in zip(towers, inputs)]
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self.towers = towers
-        self.task = task
-        objects = [models.task_objects(task) for _ in towers]
-        self.tower_losses = [loss for loss, _ in objects]
-        self.tower_metrics = [metrics for _, metrics in objects]
-        self.loss_trackers = [keras.metrics.Mean(name=f"t{k}_loss") for k in range(len(towers))]
-
-    def unfuse(self) -> list:
-        """The towers, each with its own name again (the single models)."""
-        for tower, name in zip(self.towers, self.names):
-            tower.name = name
-        return self.towers
-
-    @property
-    def metrics(self):
-        towers = [m for metrics in self.tower_metrics for m in metrics]
-        return [*super().metrics, *self.loss_trackers, *towers]
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The sum of the towers' losses, each its data loss plus its own penalties."""
-        y, y_pred = _listed(y), _listed(y_pred)
-        batch = keras.ops.shape(y[0])[0]
-        total = []
-        for k, tower in enumerate(self.towers):
-            # In the order Keras' Trainer.compute_loss sums a single model's loss terms.
-            parts = [self.tower_losses[k](y[k], y_pred[k])]
-            parts += [keras.ops.sum(keras.ops.cast(p, "float32")) for p in tower.losses]
-            loss = parts[0] if len(parts) == 1 else keras.ops.sum(parts)
-            self.loss_trackers[k].update_state(loss, sample_weight=batch)
-            total.append(loss)
-        return keras.ops.sum(total)
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        """`t<k>_loss` and `t<k>_<metric>` of every tower."""
-        y, y_pred = _listed(y), _listed(y_pred)
-        logs = {}
-        for k in range(len(self.towers)):
-            logs[f"t{k}_loss"] = self.loss_trackers[k].result()
-            for metric in self.tower_metrics[k]:
-                metric.update_state(y[k], y_pred[k])
-                logs[f"t{k}_{metric.name}"] = metric.result()
-        return logs
-
-
-def _listed(value) -> list:
-    """Keras hands a model of one output its target and prediction unwrapped."""
-    return list(value) if isinstance(value, list | tuple) else [value]
 
 
 class FusedRecorder(EpochClock):
@@ -180,29 +117,41 @@ def first_non_finite(rows: list[dict]) -> int | None:
 
 
 def fused_fit_data(model, tower_arrays: list[dict], training: dict, seeds: list, initial_epoch):
-    """The data arguments of the fused `model.fit`: tower k's batches in its own (seed, epoch) order.
+    """The data arguments of the fused `model.fit`: batches of `(batch, R, ...)`.
 
-    On TensorFlow one tf.data pipeline feeds the whole fit, as `training.fit_data` does for a
-    single run, with the same order per tower; on other backends a NumPy generator.
+    Column k of a training batch is tower k's batch, in its own (seed_k, epoch) order. Towers of
+    one prepared file share one copy of it: their rows are gathered from it, and their
+    validation batches are `(batch, 1, ...)`, which the model broadcasts to the R towers. On
+    TensorFlow one tf.data pipeline feeds the whole fit, as `training.fit_data` does for a single
+    run, with the same order per tower; on other backends a NumPy generator.
     """
     batch = training["batch_size"]
     n = len(tower_arrays[0]["x_train"])
     steps = math.ceil(n / batch)
     model.steps_per_execution = execution_steps(model.steps_per_execution, steps)
-    x_val = tuple(a["x_val"] for a in tower_arrays)
-    y_val = tuple(a["y_val"] for a in tower_arrays)
+    sources = tower_arrays[:1] if all(a is tower_arrays[0] for a in tower_arrays) else tower_arrays
+    val = tuple(np.stack([a[f"{xy}_val"] for a in sources], axis=1) for xy in "xy")
     if keras.backend.backend() != "tensorflow":
         return {
-            "x": _numpy_batches(tower_arrays, training, seeds, initial_epoch),
+            "x": _numpy_batches(sources, training, seeds, initial_epoch),
             "steps_per_epoch": steps,
             "shuffle": False,  # the generator shuffles
-            "validation_data": (x_val, y_val),
+            "validation_data": val,
             "validation_batch_size": batch,
         }
     import tensorflow as tf
 
-    xs = [tf.constant(a["x_train"]) for a in tower_arrays]
-    ys = [tf.constant(a["y_train"]) for a in tower_arrays]
+    xs = [tf.constant(a["x_train"]) for a in sources]
+    ys = [tf.constant(a["y_train"]) for a in sources]
+
+    def gather(idx):  # idx: (batch, R), column k tower k's rows
+        if len(xs) == 1:
+            return tf.gather(xs[0], idx), tf.gather(ys[0], idx)
+        columns = tf.unstack(idx, num=len(xs), axis=1)
+        return (
+            tf.stack([tf.gather(x, i) for x, i in zip(xs, columns)], axis=1),
+            tf.stack([tf.gather(y, i) for y, i in zip(ys, columns)], axis=1),
+        )
 
     def epoch_batches(epoch):
         orders = []
@@ -213,36 +162,35 @@ def fused_fit_data(model, tower_arrays: list[dict], training: dict, seeds: list,
                     order, seed=tf.stack([tf.constant(seed, tf.int64), epoch])
                 )
             orders.append(order)
-        return tf.data.Dataset.from_tensor_slices(tuple(orders)).batch(batch)
-
-    def gather(*idx):
-        x = tuple(tf.gather(x_k, i) for x_k, i in zip(xs, idx))
-        return x, tuple(tf.gather(y_k, i) for y_k, i in zip(ys, idx))
+        return tf.data.Dataset.from_tensor_slices(tf.stack(orders, axis=1)).batch(batch)
 
     batches = tf.data.Dataset.range(initial_epoch, training["epochs"]).flat_map(epoch_batches)
-    val = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(batch)
     return {
         "x": batches.map(gather),
         "steps_per_epoch": steps,
         "shuffle": False,
-        "validation_data": val,
+        "validation_data": tf.data.Dataset.from_tensor_slices(val).batch(batch),
     }
 
 
-def _numpy_batches(tower_arrays, training, seeds, initial_epoch):
+def _numpy_batches(sources, training, seeds, initial_epoch):
     """Every epoch's batches from `initial_epoch` on, tower k in the order of (seed_k, epoch)."""
-    batch, n = training["batch_size"], len(tower_arrays[0]["x_train"])
+    batch, n = training["batch_size"], len(sources[0]["x_train"])
     for epoch in range(initial_epoch, training["epochs"]):
-        orders = [
+        orders = np.stack([
             np.random.default_rng([seed, epoch]).permutation(n)
             if training["shuffle"]
             else np.arange(n)
             for seed in seeds
-        ]
+        ], axis=1)  # fmt: skip
         for start in range(0, n, batch):
-            idx = [order[start : start + batch] for order in orders]
-            x = tuple(a["x_train"][i] for a, i in zip(tower_arrays, idx))
-            yield x, tuple(a["y_train"][i] for a, i in zip(tower_arrays, idx))
+            idx = orders[start : start + batch]  # (batch, R)
+            if len(sources) == 1:
+                yield sources[0]["x_train"][idx], sources[0]["y_train"][idx]
+                continue
+            columns = list(zip(sources, idx.T))
+            x = np.stack([a["x_train"][i] for a, i in columns], axis=1)
+            yield x, np.stack([a["y_train"][i] for a, i in columns], axis=1)
 
 
 def train_repeats(
@@ -263,9 +211,13 @@ def train_repeats(
     """
     started = time.time()
     spec, lr_source = lr_range.resolve_learning_rate(spec, lr_suggestion)
-    inputs = [load_inputs(spec["data"], path, None) for path in data_paths]
+    # Towers of one prepared file share one copy of it (and one gather per batch).
+    loaded = {
+        str(p): load_inputs(spec["data"], p, None) for p in dict.fromkeys(map(str, data_paths))
+    }
+    inputs = [loaded[str(path)] for path in data_paths]
     towers = [build_compiled(spec, info, seed) for (_, info), seed in zip(inputs, seeds)]
-    model = FusedModel(towers, spec["data"]["task"])
+    model = StackedModel(towers, spec["data"]["task"])
     model.compile(
         optimizer=models.build_optimizer(spec["optimizer"]),
         steps_per_execution=spec["training"]["steps_per_execution"],
@@ -285,7 +237,7 @@ def train_repeats(
             callbacks=[recorder, checkpoint],
             verbose=0,
         )
-    model.unfuse()
+    model.unstack(towers)
     timing = fused_timing(recorder, started, initial_epoch, len(runs))
     context = {"experiment": experiment, "fold": None, "learning_rate": lr_source}
     context["host"] = host_facts(device)

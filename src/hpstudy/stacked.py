@@ -1,0 +1,260 @@
+"""R copies of a model as one set of operations: weights with a leading repeat axis (HFTA-style).
+
+A fused job (`fused.py`) trains an experiment's R repeats together. Tiny MLPs are bound by the
+framework's per-operation overhead, not arithmetic, so R towers of separate layers cost almost R
+times one: every op runs R times. Here each Dense layer of the R towers becomes one layer whose
+kernel is `(R, in, out)` and whose bias is `(R, out)`, applied to `(R, batch, in)` as one batched
+matmul; the loss, the penalties and the metrics are computed for all towers at once, one value
+per tower. The op count no longer grows with R.
+
+Each tower stays the model of its own repeat:
+
+- its weights start as those of its own model, built after `keras.utils.set_random_seed(seed_k)`
+  (`fused.train_repeats` builds the R single models and `StackedModel` copies them in);
+- its Dropout masks are drawn by its own model's Dropout layers, on its own slice, with their
+  own random-generator states: the masks of the run trained alone;
+- nothing mixes towers: every operation acts on each tower's slice (matmul, bias, activation,
+  the loss and metric means over the batch, the penalties), the total loss is the sum of the
+  towers' losses, so the gradient of tower k's weights is that of its own loss, and the
+  optimizers (SGD, momentum, RMSprop, Adam) update each element on its own. A tower whose loss
+  is NaN passes nothing to the others.
+
+`StackedModel.unstack()` writes each tower's trained weights back into its single model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+
+class StackedDense(keras.layers.Layer):
+    """The R towers' Dense layer of one name: kernel `(R, in, out)`, bias `(R, out)`."""
+
+    def __init__(self, denses: list, **kwargs):
+        super().__init__(name=f"stacked_{denses[0].name}", **kwargs)
+        first = denses[0]
+        self.activation = first.activation
+        kernel = np.stack([ops.convert_to_numpy(d.kernel) for d in denses])
+        self.kernel = self.add_weight(
+            shape=tuple(kernel.shape), initializer=_constant(kernel), name="kernel"
+        )
+        self.bias = None
+        if first.use_bias:
+            bias = np.stack([ops.convert_to_numpy(d.bias) for d in denses])
+            self.bias = self.add_weight(
+                shape=tuple(bias.shape), initializer=_constant(bias), name="bias"
+            )
+        # Penalties as Keras sums them for a single layer: the kernel's, then the bias's.
+        self.penalised = [
+            (weight, penalty)
+            for weight, penalty in ((self.kernel, first.kernel_regularizer),
+                                    (self.bias, first.bias_regularizer))
+            if weight is not None and penalty is not None
+        ]  # fmt: skip
+
+    def call(self, x):
+        """`x` is `(R, batch, in)`; returns `(R, batch, out)`, as each tower's Dense would."""
+        y = ops.matmul(x, self.kernel)
+        if self.bias is not None:
+            y = ops.add(y, ops.expand_dims(self.bias, 1))
+        return self.activation(y) if self.activation is not None else y
+
+    def penalties(self) -> list:
+        """Each penalty of this layer, one value per tower: `(R,)`."""
+        return [_penalty(penalty, weight) for weight, penalty in self.penalised]
+
+    def unstack_into(self, denses: list) -> None:
+        """Write tower k's slice of the weights into `denses[k]` (the single model's layer)."""
+        kernel = ops.convert_to_numpy(self.kernel)
+        bias = None if self.bias is None else ops.convert_to_numpy(self.bias)
+        for k, dense in enumerate(denses):
+            dense.kernel.assign(kernel[k])
+            if bias is not None:
+                dense.bias.assign(bias[k])
+
+
+def _constant(value):
+    """An initializer that returns `value` (the towers' own initial weights, stacked)."""
+
+    def initializer(shape, dtype=None):
+        return ops.convert_to_tensor(value.astype(dtype or value.dtype))
+
+    return initializer
+
+
+def _penalty(penalty, weight):
+    """Keras' L1, L2 and L1L2 penalties of each tower's slice of `weight` (not of all towers)."""
+    axes = tuple(range(1, len(weight.shape)))
+    config = penalty.get_config()
+    l1, l2 = config.get("l1", 0.0), config.get("l2", 0.0)
+    if not isinstance(penalty, keras.regularizers.L1 | keras.regularizers.L2
+                      | keras.regularizers.L1L2):  # fmt: skip
+        raise ValueError(f"Cannot fuse repeats with the penalty {penalty!r}")
+    total = None
+    if l1:
+        total = ops.multiply(l1, ops.sum(ops.absolute(weight), axis=axes))
+    if l2:
+        term = ops.multiply(l2, ops.sum(ops.square(weight), axis=axes))
+        total = term if total is None else ops.add(total, term)
+    return total
+
+
+class StackedDropout(keras.layers.Layer):
+    """The towers' own Dropout layers, each applied to its tower's slice: the masks of its run."""
+
+    def __init__(self, dropouts: list, **kwargs):
+        super().__init__(name=f"stacked_{dropouts[0].name}", **kwargs)
+        self.dropouts = dropouts  # tracked: their random-generator states are backed up
+
+    def call(self, x, training=False):
+        return ops.stack([drop(x[k], training=training) for k, drop in enumerate(self.dropouts)])
+
+
+class StackedMean(keras.metrics.Metric):
+    """A mean per tower (`t<k>_<name>` in the logs), summed over batches as Keras' Mean does."""
+
+    def __init__(self, name: str, repeats: int, root: bool = False):
+        super().__init__(name=name)
+        self.repeats, self.root = repeats, root
+        self.total = self.add_variable(shape=(repeats,), initializer="zeros", name="total")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, sums, count):
+        """Add each tower's sum over a batch (`(R,)`) and the batch's count."""
+        self.total.assign_add(ops.cast(sums, self.dtype))
+        self.count.assign_add(ops.cast(count, self.dtype))
+
+    def result(self):
+        mean = ops.divide_no_nan(self.total, self.count)
+        if self.root:
+            mean = ops.sqrt(mean)
+        return {f"t{k}_{self.name}": mean[k] for k in range(self.repeats)}
+
+
+def _per_sample_metrics(task: str) -> list:
+    """(name, per-sample function, root) of the task's metrics, as `models.task_objects` names them."""
+    if task == "classification":
+        return [("accuracy", keras.metrics.sparse_categorical_accuracy, False)]
+    squared = lambda y, p: ops.mean(ops.square(ops.subtract(p, y)), axis=-1)  # noqa: E731
+    return [
+        ("mse", squared, False),
+        ("mae", lambda y, p: ops.mean(ops.absolute(ops.subtract(p, y)), axis=-1), False),
+        ("rmse", squared, True),
+    ]
+
+
+def _per_sample_loss(task: str):
+    if task == "classification":
+        return keras.losses.sparse_categorical_crossentropy
+    return keras.losses.mean_squared_error
+
+
+class StackedModel(keras.Model):
+    """R towers as one model: input `(batch, R, ...)`, output `(R, batch, outputs)`.
+
+    An input of `(batch, 1, ...)` is the same data for every tower (the validation split of
+    towers that share one prepared file).
+
+    `StackedModel(towers, task)` takes the R single models (built, same architecture) and copies
+    their weights; compile it with an optimizer only. Its logs are `t<k>_loss` and
+    `t<k>_<metric>` for every tower k (and `val_` of each).
+    """
+
+    def __init__(self, towers: list, task: str, **kwargs):
+        super().__init__(name="stacked", **kwargs)
+        self.repeats, self.task = len(towers), task
+        self.input_size = math.prod(towers[0].input_shape[1:])
+        self.steps = [self._stack(i, [t.layers[i] for t in towers])
+                      for i in range(len(towers[0].layers))]  # fmt: skip
+        self.loss_tracker = StackedMean("loss", self.repeats)
+        self.tower_metrics = [
+            StackedMean(name, self.repeats, root) for name, _, root in _per_sample_metrics(task)
+        ]
+        self.metric_functions = [fn for _, fn, _ in _per_sample_metrics(task)]
+        self.loss_function = _per_sample_loss(task)
+
+    @staticmethod
+    def _stack(index: int, layers: list):
+        """The stacked form of the towers' `index`-th layer, or a marker for the wiring."""
+        first = layers[0]
+        if isinstance(first, keras.layers.InputLayer | keras.layers.Flatten):
+            return None  # the input is flattened once, in `call`
+        if isinstance(first, keras.layers.Dense):
+            return StackedDense(layers)
+        if isinstance(first, keras.layers.Dropout):
+            return StackedDropout(layers)
+        if isinstance(first, keras.layers.Concatenate):
+            return "concatenate_input"  # wide & deep: [flattened input, deep path]
+        raise ValueError(
+            f"Cannot fuse repeats of a model with a {type(first).__name__} layer "
+            f"({first.name!r}, layer {index}): set execution.fuse_repeats: false"
+        )
+
+    def call(self, x, training=False):
+        x = self._towers_axis(x)
+        x = ops.reshape(x, (-1, self.repeats, self.input_size))
+        flat = x = ops.transpose(x, (1, 0, 2))  # (R, batch, features)
+        for step in self.steps:
+            if step is None:
+                continue
+            if step == "concatenate_input":
+                x = ops.concatenate([flat, x], axis=-1)
+            elif isinstance(step, StackedDropout):
+                x = step(x, training=training)
+            else:
+                x = step(x)
+        return x
+
+    def unstack(self, towers: list) -> list:
+        """Write each tower's trained weights into its single model; return the models."""
+        for i, step in enumerate(self.steps):
+            if isinstance(step, StackedDense):
+                step.unstack_into([t.layers[i] for t in towers])
+        return towers
+
+    @property
+    def metrics(self):
+        return [*super().metrics, self.loss_tracker, *self.tower_metrics]
+
+    def _towers_axis(self, x):
+        """`x` of `(batch, R, ...)`, or of `(batch, 1, ...)`: data all towers share."""
+        if self.repeats > 1 and x.shape[1] == 1:
+            x = ops.broadcast_to(x, (ops.shape(x)[0], self.repeats, *x.shape[2:]))
+        return x
+
+    def _targets(self, y, y_pred):
+        """`y` of `(batch, R, ...)` (or `(batch, 1, ...)`) as `(R, batch, ...)`, of the
+        prediction's rank."""
+        y = ops.moveaxis(self._towers_axis(y), 1, 0)
+        if len(y.shape) == len(y_pred.shape) - 1 and self.task != "classification":
+            y = ops.expand_dims(y, -1)
+        return y
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The sum of the towers' losses, each its data loss plus its own penalties."""
+        y = self._targets(y, y_pred)
+        batch = ops.cast(ops.shape(y_pred)[1], "float32")
+        per_sample = self.loss_function(y, y_pred)  # (R, batch)
+        # Keras' sum_over_batch_size, per tower; then the penalties, in Keras' order.
+        parts = [ops.divide_no_nan(ops.sum(per_sample, axis=1), batch)]
+        for step in self.steps:
+            if isinstance(step, StackedDense):
+                parts += step.penalties()
+        loss = parts[0] if len(parts) == 1 else ops.sum(ops.stack(parts), axis=0)
+        self.loss_tracker.update_state(ops.multiply(loss, batch), batch)
+        return ops.sum(loss)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """`t<k>_loss` and `t<k>_<metric>` of every tower."""
+        y = self._targets(y, y_pred)
+        batch = ops.shape(y_pred)[1]
+        for metric, function in zip(self.tower_metrics, self.metric_functions):
+            metric.update_state(ops.sum(ops.cast(function(y, y_pred), "float32"), axis=1), batch)
+        logs = {}
+        for metric in (self.loss_tracker, *self.tower_metrics):
+            logs.update(metric.result())
+        return logs

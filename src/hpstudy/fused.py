@@ -43,8 +43,6 @@ from .training import (
     EpochClock,
     Recorder,
     build_compiled,
-    evaluate_test,
-    execution_steps,
     history_row,
     learning_rate,
     load_inputs,
@@ -128,9 +126,12 @@ def fused_fit_data(model, tower_arrays: list[dict], training: dict, seeds: list,
     batch = training["batch_size"]
     n = len(tower_arrays[0]["x_train"])
     steps = math.ceil(n / batch)
-    model.steps_per_execution = execution_steps(model.steps_per_execution, steps)
+    # A whole epoch per call into the compiled loop: a fused step is R steps' work for one
+    # call's overhead already, and with the call overhead gone too an epoch of the default
+    # config's R = 5 costs about 0.77x (bench_fused.py). The same arithmetic, batch by batch.
+    model.steps_per_execution = steps
     sources = tower_arrays[:1] if all(a is tower_arrays[0] for a in tower_arrays) else tower_arrays
-    val = tuple(np.stack([a[f"{xy}_val"] for a in sources], axis=1) for xy in "xy")
+    val = stacked_split(sources, "val")
     if keras.backend.backend() != "tensorflow":
         return {
             "x": _numpy_batches(sources, training, seeds, initial_epoch),
@@ -171,6 +172,24 @@ def fused_fit_data(model, tower_arrays: list[dict], training: dict, seeds: list,
         "shuffle": False,
         "validation_data": tf.data.Dataset.from_tensor_slices(val).batch(batch),
     }
+
+
+def stacked_split(sources: list[dict], split: str) -> tuple:
+    """(x, y) of a split as `(rows, towers, ...)`: one column per source (one if they share)."""
+    return tuple(np.stack([a[f"{xy}_{split}"] for a in sources], axis=1) for xy in "xy")
+
+
+def evaluate_towers(model: StackedModel, tower_arrays: list[dict], training: dict) -> list[dict]:
+    """Each tower's loss and metrics on its test split, all towers in one evaluation."""
+    shared = all(a is tower_arrays[0] for a in tower_arrays)
+    x, y = stacked_split(tower_arrays[:1] if shared else tower_arrays, "test")
+    logs = model.evaluate(
+        x, y, batch_size=max(256, training["batch_size"]), verbose=0, return_dict=True
+    )
+    return [
+        {name[len(f"t{k}_") :]: value for name, value in logs.items() if name.startswith(f"t{k}_")}
+        for k in range(model.repeats)
+    ]
 
 
 def _numpy_batches(sources, training, seeds, initial_epoch):
@@ -218,10 +237,7 @@ def train_repeats(
     inputs = [loaded[str(path)] for path in data_paths]
     towers = [build_compiled(spec, info, seed) for (_, info), seed in zip(inputs, seeds)]
     model = StackedModel(towers, spec["data"]["task"])
-    model.compile(
-        optimizer=models.build_optimizer(spec["optimizer"]),
-        steps_per_execution=spec["training"]["steps_per_execution"],
-    )
+    model.compile(optimizer=models.build_optimizer(spec["optimizer"]))
     recorder = FusedRecorder(spec["data"]["task"], runs)
     backup = Path(outs[0]["history"]).parents[1] / f"backup-{len(runs)}-repeats"
     checkpoint = Checkpoint(backup, recorder)
@@ -237,12 +253,13 @@ def train_repeats(
             callbacks=[recorder, checkpoint],
             verbose=0,
         )
-    model.unstack(towers)
     timing = fused_timing(recorder, started, initial_epoch, len(runs))
+    tests = evaluate_towers(model, [a for a, _ in inputs], training)
+    model.unstack(towers)
     context = {"experiment": experiment, "fold": None, "learning_rate": lr_source}
     context["host"] = host_facts(device)
     results = [
-        write_tower(spec, towers[k], recorder.towers[k], inputs[k][0], outs[k],
+        write_tower(spec, towers[k], recorder.towers[k], tests[k], outs[k],
                     {**context, "run": run, "seed": seeds[k], "timing": timing})
         for k, run in enumerate(runs)
     ]  # fmt: skip
@@ -250,9 +267,8 @@ def train_repeats(
     return results
 
 
-def write_tower(spec: dict, tower, rows: Recorder, arrays: dict, out: dict, facts: dict) -> dict:
-    """Evaluate one tower on its test split and write its run's outputs; its metrics.json dict."""
-    test = evaluate_test(tower, arrays, spec["training"])
+def write_tower(spec: dict, tower, rows: Recorder, test: dict, out: dict, facts: dict) -> dict:
+    """Write one tower's run outputs (`test`: its test loss and metrics); its metrics.json dict."""
     tower.optimizer.build(tower.trainable_variables)  # so its model.keras loads without warning
     metrics = {**facts, **run_results(spec, tower, rows, rows.diverged_epoch, test)}
     write_run_outputs(out, tower, rows, metrics)

@@ -132,7 +132,8 @@ class StackedMean(keras.metrics.Metric):
         mean = ops.divide_no_nan(self.total, self.count)
         if self.root:
             mean = ops.sqrt(mean)
-        return {f"t{k}_{self.name}": mean[k] for k in range(self.repeats)}
+        # One unstack, not R slices: Keras calls this eagerly at every epoch end.
+        return {f"t{k}_{self.name}": v for k, v in enumerate(ops.unstack(mean, self.repeats))}
 
 
 def _per_sample_metrics(task: str) -> list:
@@ -215,10 +216,6 @@ class StackedModel(keras.Model):
             if isinstance(step, StackedDense):
                 step.unstack_into([t.layers[i] for t in towers])
         return towers
-
-    @property
-    def metrics(self):
-        return [*super().metrics, self.loss_tracker, *self.tower_metrics]
 
     def _towers_axis(self, x):
         """`x` of `(batch, R, ...)`, or of `(batch, 1, ...)`: data all towers share."""

@@ -6,8 +6,8 @@ Two parts, each measured side by side in one run:
   R = 1, 2, 5, 10, 20, of the digits `main` model (64-32-16-64-32-16-64-10, batch 256) and of the
   MNIST-shaped 784-300-100-10 MLP (synthetic 784-pixel rows, batch 32). Each R runs in its own
   process (so its peak RSS is its own); an epoch's time is the median of epochs 2..E. "per tower"
-  is the fused epoch divided by R times the one-tower epoch: 1.0 means no gain, 1/R means R
-  towers cost one.
+  is the fused epoch divided by R times the epoch of the run trained alone (`training.train_run`,
+  as an unfused job trains it): 1.0 means no gain, 1/R means R towers cost one run.
 - **default** (`--default`): the default config with `repeats: 5`, from prepared data to the
   report, fused (`execution.fuse_repeats: true`) against unfused (one job per repeat), and the
   notebook loop that trains the same runs one after another in one Python process.
@@ -50,7 +50,7 @@ import numpy as np
 sys.path.insert(0, sys.argv[2])
 from hpstudy import devices
 devices.setup(threads=1, backend=sys.argv[3], gpus=0)
-from hpstudy import fused, prepare
+from hpstudy import fused, prepare, training
 case = json.loads(sys.argv[1])
 rng = np.random.default_rng(0)
 n, f = case["rows"], case["features"]
@@ -68,12 +68,15 @@ spec = {"data": {"task": "classification"},
         "optimizer": {"name": "sgd", "learning_rate": 0.01, "momentum": 0.45, "nesterov": False},
         "training": {"epochs": case["epochs"], "batch_size": case["batch"], "shuffle": True,
                      "seed": 42, "steps_per_execution": 1}}
-R = case["towers"]
+R = case["towers"]  # 0: the run alone (training.train_run), as an unfused job trains it
 outs = [{k: str(root / f"r{i}" / f"{k}.{e}") for k, e in
          (("history", "csv"), ("timing", "csv"), ("metrics", "json"), ("model", "keras"))}
-        for i in range(R)]
-fused.train_repeats(spec, [root / "data.npz"] * R, outs, list(range(1, R + 1)),
-                    [f"r{i}" for i in range(R)], "bench")
+        for i in range(max(R, 1))]
+if R == 0:
+    training.train_run(spec, root / "data.npz", outs[0], 1, "r0", "bench")
+else:
+    fused.train_repeats(spec, [root / "data.npz"] * R, outs, list(range(1, R + 1)),
+                        [f"r{i}" for i in range(R)], "bench")
 seconds = [float(l.split(",")[1]) for l in Path(outs[0]["timing"]).read_text().splitlines()[1:]]
 print(json.dumps({"epoch_seconds": seconds,
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -99,28 +102,29 @@ def towers(args) -> None:
     rows = []
     for name, model in MODELS.items():
         for backend in args.backends.split(","):
-            samples = {r: [] for r in TOWERS}
+            samples = {r: [] for r in [0, *TOWERS]}
             for _ in range(args.rounds):
-                for r in TOWERS:  # side by side: every R in each round
+                for r in samples:  # side by side: the run alone and every R in each round
                     samples[r].append(tower_case(model, r, args.tower_epochs, backend))
-            one = [s["epoch"] for s in samples[1]]
-            for r in TOWERS:
+            one = [s["epoch"] for s in samples[0]]
+            for r in samples:
                 epoch = [s["epoch"] for s in samples[r]]
-                per_tower = ratio_stats(epoch, [r * o for o in one])
                 rss = stats([s["rss_mb"] for s in samples[r]])
-                raw[f"{name}/{backend}/{r}"] = {
+                per_tower = ratio_stats(epoch, [max(r, 1) * o for o in one])
+                raw[f"{name}/{backend}/{r or 'alone'}"] = {
                     "epoch": stats(epoch),
                     "per_tower": per_tower,
                     "rss": rss,
                 }
-                rows.append([name, backend, r, fmt(stats(epoch), "s", 4), fmt(per_tower, "×"),
-                             fmt(rss, "MB", 0)])  # fmt: skip
+                rows.append([name, backend, r or "alone", fmt(stats(epoch), "s", 4),
+                             fmt(per_tower, "×"), fmt(rss, "MB", 0)])  # fmt: skip
     markdown = "\n\n".join(
         [
             "## Fused repeats: R towers in one job (`bench_fused.py --towers`)",
             "Seconds per epoch of one fused job of R towers (median of epochs 2..E, then median "
-            "over rounds), per tower against R separate one-tower epochs (1.0: no gain; 1/R: R "
-            "towers cost one), and the job's peak resident memory. One thread per job, as in the "
+            "over rounds), per tower against R epochs of the run trained alone (`alone`: "
+            "`training.train_run`, as an unfused job trains it; 1.0: no gain; 1/R: R towers cost "
+            "one run), and the job's peak resident memory. One thread per job, as in the "
             "workflow.",
             table(["model", "backend", "R", "s / epoch", "per tower", "peak memory"], rows),
         ]
@@ -148,22 +152,24 @@ def default_config(args) -> None:
 
                 config = bench_e2e.write_config(Path(args.config), work, backend, args.epochs, edit)
                 times[mode].append(bench_e2e.snakemake(work, config, work / "snakemake.log"))
-                if mode == "unfused":
+                if mode == "unfused" and backend in args.notebook_backends.split(","):
                     loop = [
                         PYTHON, str(REPO / "benchmarks" / "notebook_loop.py"),
                         "--config", str(config), "--workdir", str(work), "--backend", backend,
                     ]  # fmt: skip
                     times["notebook"].append(run_timed(loop, log=work / "notebook.log"))
-            print(backend, {k: v[-1] for k, v in times.items()}, flush=True)
+            print(backend, {k: v[-1] for k, v in times.items() if v}, flush=True)
+        looped = bool(times["notebook"])  # not with --notebook-backends leaving it out
         fused_vs_unfused = ratio_stats(times["fused"], times["unfused"])
-        fused_vs_loop = ratio_stats(times["fused"], times["notebook"])
-        raw[backend] = {k: stats(v) for k, v in times.items()} | {
+        fused_vs_loop = ratio_stats(times["fused"], times["notebook"]) if looped else None
+        raw[backend] = {k: stats(v) for k, v in times.items() if v} | {
             "fused/unfused": fused_vs_unfused,
             "fused/notebook": fused_vs_loop,
         }
         rows.append([backend, fmt(stats(times["fused"])), fmt(stats(times["unfused"])),
-                     fmt(stats(times["notebook"])), fmt(fused_vs_unfused, "×"),
-                     fmt(fused_vs_loop, "×")])  # fmt: skip
+                     fmt(stats(times["notebook"])) if looped else "not run",
+                     fmt(fused_vs_unfused, "×"),
+                     fmt(fused_vs_loop, "×") if looped else "not run"])  # fmt: skip
     epochs = f"{args.epochs} epochs (quick check)" if args.epochs else "the config's epochs"
     markdown = "\n\n".join(
         [
@@ -195,6 +201,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="--default: override (quick check)")
     ap.add_argument("--tower-epochs", type=int, default=6, help="--towers: epochs per job")
     ap.add_argument("--backends", default="tensorflow")
+    ap.add_argument(
+        "--notebook-backends",
+        default="tensorflow,jax",
+        help="--default: the backends whose notebook loop is timed too (the longest part)",
+    )
     ap.add_argument("--root", default="/tmp/hpstudy-bench/fused")
     ap.add_argument("--config", default=str(REPO / "config" / "config.yaml"))
     args = ap.parse_args()

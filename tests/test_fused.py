@@ -20,7 +20,7 @@ from hpstudy import devices
 
 devices.setup(threads=1, backend="tensorflow", gpus=0)
 
-from hpstudy import fused, training  # noqa: E402  (after devices.setup)
+from hpstudy import fused, stacked, training  # noqa: E402  (after devices.setup)
 from hpstudy.ids import derive_seed  # noqa: E402
 
 OUTPUTS = {"history": "history.csv", "timing": "timing.csv", "metrics": "metrics.json",
@@ -189,6 +189,29 @@ def test_a_job_cut_off_mid_training_resumes_every_tower_to_the_same_bytes(
     resumed = together(exp, seeds[:2], data, cut)
     for a, b in zip(whole, resumed):
         assert same_results(a, b)
+
+
+def test_the_towers_are_one_set_of_weights_with_a_repeat_axis(data):
+    exp, seeds = experiment(dropout={"rate": 0.3})
+    arrays, info = training.load_inputs(exp.spec["data"], data, None)
+    towers = [training.build_compiled(exp.spec, info, seed) for seed in seeds]
+    model = stacked.StackedModel(towers, "classification")
+    shapes = [tuple(v.shape) for v in model.trainable_variables]
+    sizes = [info["input_shape"][0], 24, 12, info["n_classes"]]
+    kernels = [(5, a, b) for a, b in zip(sizes, sizes[1:])]
+    assert shapes == [s for k in kernels for s in (k, (5, k[2]))]  # one kernel, one bias a layer
+    first = towers[3].layers[2].kernel  # tower 3's first Dense layer, as its seed built it
+    assert np.array_equal(np.asarray(model.trainable_variables[0])[3], np.asarray(first))
+
+
+def test_a_model_with_a_layer_it_cannot_stack_is_refused_with_the_switch_named():
+    import keras
+
+    inputs = keras.Input((8, 8, 1))
+    conv = keras.layers.Conv2D(2, 3, name="conv")(inputs)
+    tower = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(conv)))
+    with pytest.raises(ValueError, match=r"Conv2D layer \('conv'.*execution.fuse_repeats: false"):
+        stacked.StackedModel([tower, tower], "classification")
 
 
 def test_a_towers_model_keras_is_the_single_model(data, tmp_path):

@@ -5,7 +5,7 @@ framework's per-operation overhead, not arithmetic, so R towers of separate laye
 times one: every op runs R times. Here each Dense layer of the R towers becomes one layer whose
 kernel is `(R, in, out)` and whose bias is `(R, out)`, applied to `(R, batch, in)` as one batched
 matmul; the loss, the penalties and the metrics are computed for all towers at once, one value
-per tower. The op count no longer grows with R.
+per tower. The op count no longer grows with R (but for Dropout, whose masks are drawn per tower).
 
 Each tower stays the model of its own repeat:
 
@@ -88,12 +88,12 @@ def _constant(value):
 
 def _penalty(penalty, weight):
     """Keras' L1, L2 and L1L2 penalties of each tower's slice of `weight` (not of all towers)."""
-    axes = tuple(range(1, len(weight.shape)))
-    config = penalty.get_config()
-    l1, l2 = config.get("l1", 0.0), config.get("l2", 0.0)
     if not isinstance(penalty, keras.regularizers.L1 | keras.regularizers.L2
                       | keras.regularizers.L1L2):  # fmt: skip
         raise ValueError(f"Cannot fuse repeats with the penalty {penalty!r}")
+    axes = tuple(range(1, len(weight.shape)))
+    config = penalty.get_config()
+    l1, l2 = config.get("l1", 0.0), config.get("l2", 0.0)
     total = None
     if l1:
         total = ops.multiply(l1, ops.sum(ops.absolute(weight), axis=axes))

@@ -21,23 +21,6 @@ def task_head(task: str, n_outputs: int) -> dict:
     }
 
 
-def task_objects(task: str) -> tuple:
-    """The loss and metric objects that `compile_model` resolves `task_head`'s names to.
-
-    For a fused model (`fused.py`), which computes each tower's loss and metrics itself; the
-    same classes and names, so each tower's numbers are those of the model trained alone.
-    """
-    if task == "classification":
-        loss = keras.losses.SparseCategoricalCrossentropy()
-        return loss, [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    metrics = [
-        keras.metrics.MeanSquaredError(name="mse"),
-        keras.metrics.MeanAbsoluteError(name="mae"),
-        keras.metrics.RootMeanSquaredError(name="rmse"),
-    ]
-    return keras.losses.MeanSquaredError(), metrics
-
-
 def _penalty(reg: dict):
     """L1, L2 or L1L2 as the seeds write them (`l2(0.001)` is an L2, not an L1L2)."""
     l1, l2 = reg["l1"], reg["l2"]

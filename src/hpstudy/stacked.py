@@ -137,7 +137,7 @@ class StackedMean(keras.metrics.Metric):
 
 
 def _per_sample_metrics(task: str) -> list:
-    """(name, per-sample function, root) of the task's metrics, as `models.task_objects` names them."""
+    """(name, per-sample function, root) of the task's metrics, named as `models.task_head`'s."""
     if task == "classification":
         return [("accuracy", keras.metrics.sparse_categorical_accuracy, False)]
     squared = lambda y, p: ops.mean(ops.square(ops.subtract(p, y)), axis=-1)  # noqa: E731

@@ -143,7 +143,8 @@ def default_config(args) -> None:
     for backend in args.backends.split(","):
         times = {"fused": [], "unfused": [], "notebook": []}
         for round_ in range(args.rounds):
-            for mode in ("fused", "unfused"):
+            modes = args.modes.split(",")
+            for mode in modes:
                 work = fresh_dir(root / f"{backend}-{mode}-{round_}")
 
                 def edit(config, mode=mode):
@@ -152,31 +153,35 @@ def default_config(args) -> None:
 
                 config = bench_e2e.write_config(Path(args.config), work, backend, args.epochs, edit)
                 times[mode].append(bench_e2e.snakemake(work, config, work / "snakemake.log"))
-                if mode == "unfused" and backend in args.notebook_backends.split(","):
+                # After the last mode, on its prepared data (the same in every mode).
+                if mode == modes[-1] and backend in args.notebook_backends.split(","):
                     loop = [
                         PYTHON, str(REPO / "benchmarks" / "notebook_loop.py"),
                         "--config", str(config), "--workdir", str(work), "--backend", backend,
                     ]  # fmt: skip
                     times["notebook"].append(run_timed(loop, log=work / "notebook.log"))
             print(backend, {k: v[-1] for k, v in times.items() if v}, flush=True)
-        looped = bool(times["notebook"])  # not with --notebook-backends leaving it out
-        fused_vs_unfused = ratio_stats(times["fused"], times["unfused"])
+        ran = {k: bool(v) for k, v in times.items()}  # --modes, --notebook-backends
+        both = ran["unfused"] and ran["fused"]
+        fused_vs_unfused = ratio_stats(times["fused"], times["unfused"]) if both else None
+        looped = ran["notebook"] and ran["fused"]
         fused_vs_loop = ratio_stats(times["fused"], times["notebook"]) if looped else None
         raw[backend] = {k: stats(v) for k, v in times.items() if v} | {
             "fused/unfused": fused_vs_unfused,
             "fused/notebook": fused_vs_loop,
         }
-        rows.append([backend, fmt(stats(times["fused"])), fmt(stats(times["unfused"])),
-                     fmt(stats(times["notebook"])) if looped else "not run",
-                     fmt(fused_vs_unfused, "×"),
+        cells = [fmt(stats(times[k])) if ran[k] else "not run" for k in times]
+        rows.append([backend, *cells, fmt(fused_vs_unfused, "×") if both else "not run",
                      fmt(fused_vs_loop, "×") if looped else "not run"])  # fmt: skip
     epochs = f"{args.epochs} epochs (quick check)" if args.epochs else "the config's epochs"
     markdown = "\n\n".join(
         [
-            "## Fused repeats: the default config with `repeats: 5` (`bench_fused.py --default`)",
+            "## Fused repeats: the default config with `repeats: 5` (`bench_fused.py --default"
+            + ("`)" if args.name == "fused_default" else f" --modes {args.modes}`)"),
             f"`snakemake --cores all` on the default config with `repeats: 5` ({epochs}), from an "
             "empty `results/` to the report, fused and unfused, and the notebook loop over the "
-            "same runs (on the unfused run's prepared data), measured in the same round.",
+            "same runs (on the prepared data of the round's last workflow run, the same in every mode), "
+            "measured in the same round.",
             table(
                 [
                     "backend",
@@ -190,7 +195,7 @@ def default_config(args) -> None:
             ),  # fmt: skip
         ]
     )
-    write_section("fused_default", markdown, {"rounds": args.rounds, **raw})
+    write_section(args.name, markdown, {"rounds": args.rounds, "modes": args.modes, **raw})
 
 
 def main() -> None:
@@ -201,6 +206,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="--default: override (quick check)")
     ap.add_argument("--tower-epochs", type=int, default=6, help="--towers: epochs per job")
     ap.add_argument("--backends", default="tensorflow")
+    ap.add_argument("--modes", default="fused,unfused", help="--default: the workflow runs to time")
+    ap.add_argument("--name", default="fused_default", help="--default: its section's name")
     ap.add_argument(
         "--notebook-backends",
         default="tensorflow,jax",

@@ -32,7 +32,16 @@ BENCHMARKS = {
     ),
 }
 # (a, b, f), fused repeats, (c), (d), (e), levers
-ORDER = ["e2e", "fused_default", "fused_towers", "fit", "plan", "report", "levers"]
+ORDER = [
+    "e2e",
+    "fused_default",
+    "fused_default_loop",
+    "fused_towers",
+    "fit",
+    "plan",
+    "report",
+    "levers",
+]
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 
 

@@ -172,10 +172,9 @@ class StackedModel(keras.Model):
         self.steps = [self._stack(i, [t.layers[i] for t in towers])
                       for i in range(len(towers[0].layers))]  # fmt: skip
         self.loss_tracker = StackedMean("loss", self.repeats)
-        self.tower_metrics = [
-            StackedMean(name, self.repeats, root) for name, _, root in _per_sample_metrics(task)
-        ]
-        self.metric_functions = [fn for _, fn, _ in _per_sample_metrics(task)]
+        metrics = _per_sample_metrics(task)
+        self.tower_metrics = [StackedMean(name, self.repeats, root) for name, _, root in metrics]
+        self.metric_functions = [fn for _, fn, _ in metrics]
         self.loss_function = _per_sample_loss(task)
 
     @staticmethod

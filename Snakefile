@@ -42,6 +42,17 @@ include: "workflow/rules/lr_range.smk"
 include: "workflow/rules/report.smk"
 
 
+# A rule that trains asks for what every training job asks for (common.smk, TRAINING_RULES).
+for _rule in workflow.rules:
+    if str(_rule.conda_env or "").endswith("envs/train.yaml") and (
+        _rule.name not in TRAINING_RULES
+    ):
+        sys.exit(
+            f"Rule {_rule.name} trains (conda env envs/train.yaml) but is not in TRAINING_RULES "
+            "(workflow/rules/common.smk): it would miss the GPU and resources of training jobs."
+        )
+
+
 # Light jobs stay on the machine that runs Snakemake, also under a cluster profile
 # (profiles/slurm): only training goes to the cluster.
 localrules:

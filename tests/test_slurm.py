@@ -29,8 +29,11 @@ pytestmark = [
     ),
 ]
 
+# Every kind of training job: fused repeats (repeats 2: `train_2_repeats`), a cv study's folds and
+# refit (`train`) and a range test (`lr_range`).
 TINY = """\
 title: SLURM profile test
+repeats: 2
 datasets:
   digits: {source: digits, subsample: 120}
 baselines:
@@ -43,11 +46,23 @@ studies:
     kind: ofat
     baseline: main
     factors:
-      optimizer.learning_rate: [0.001, 0.05, 0.1]
+      optimizer.learning_rate: [0.05, 0.1]
+  width:
+    kind: cv
+    baseline: main
+    cv: 2
+    variants:
+      - {label: "4 units", set: {}}
+      - {label: "8 units", set: {model.hidden: [8]}}
+  range:
+    kind: lr_range
+    baseline: main
+    lr_range: {iterations: 20}
 resources:
   mem_mb: 1000
   runtime: 10
 """
+TRAINING_RULES = {"train", "train_2_repeats", "lr_range"}
 
 # Only what this cluster needs on top of the profile: no accounting database (so squeue, not
 # sacct, for job states) and fast polling, so a 4-job study takes about a minute.
@@ -100,40 +115,50 @@ def test_tiny_study_through_the_slurm_profile(tmp_path):
     assert report.is_file() and "SLURM profile test" in report.read_text()
 
     # "Job 6 has been submitted with SLURM jobid 41 (log: .../rule_train/<exp>_<run>/41.log)."
-    submitted = {
-        run: job_id
-        for job_id, run in re.findall(
-            r"submitted with SLURM jobid (\d+) \(log: \S+/rule_train/([^/\s]+)/\d+\.log\)",
-            done.stderr,
-        )
-    }
-    jobs = []
-    for metrics in sorted(tmp_path.glob("results/runs/*/r0/metrics.json")):
-        host = json.loads(metrics.read_text())["host"]
-        job_id = host["slurm_job_id"]
-        assert job_id and job_id.isdigit(), f"{metrics} ran outside SLURM: {host}"
-        # the same job that Snakemake reported submitting for this run
-        run = f"{metrics.parent.parent.name}_{metrics.parent.name}"
-        assert submitted.get(run) == job_id, (run, job_id, submitted)
+    submitted = re.findall(
+        r"submitted with SLURM jobid (\d+) \(log: \S+/rule_(\w+)/([^/\s]+)/\d+\.log\)", done.stderr
+    )
+    rules = {job_id: rule for job_id, rule, _ in submitted}
+    assert set(rules.values()) == TRAINING_RULES, f"only training jobs go to SLURM: {submitted}"
+    # 3 fused experiments, 2 candidates x 2 folds and the cv winner's refit, 1 range test
+    counts = {rule: list(rules.values()).count(rule) for rule in TRAINING_RULES}
+    assert counts == {"train_2_repeats": 3, "train": 5, "lr_range": 1}, submitted
+
+    # Each training job, from SLURM itself: one GPU, and the config's resources (threads 1,
+    # runtime 10 per run: a fused job of 2 repeats asks for 20; mem_mb 1000, more when fused).
+    for job_id, rule in rules.items():
         job = slurm_job(job_id)
-        assert job["JobState"] == "COMPLETED" and "gres:gpu:1" in job["TresPerJob"], job
-        # what the config's resources ask for: threads 1, mem_mb 1000, runtime 10 (attempt 1)
-        assert (job["CPUs/Task"], job["MinMemoryNode"], job["TimeLimit"]) == (
-            "1",
-            "1000M",
-            "00:10:00",
-        ), job
-        # the job kept the GPU SLURM gave it (on this cluster, without cgroups, the same number)
+        assert job["JobState"] == "COMPLETED" and "gres:gpu:1" in job["TresPerJob"], (rule, job)
+        fused = rule == "train_2_repeats"
+        assert job["CPUs/Task"] == "1", job
+        assert job["TimeLimit"] == ("00:20:00" if fused else "00:10:00"), (rule, job)
+        memory = int(job["MinMemoryNode"].removesuffix("M"))
+        assert memory > 1000 if fused else memory == 1000, (rule, job)
+
+    # Each run, from what it recorded: it ran in the job Snakemake submitted, which kept the GPU
+    # SLURM gave it (on this cluster, without cgroups, the same number).
+    recorded = sorted(tmp_path.glob("results/runs/*/*/metrics.json"))
+    recorded += sorted(tmp_path.glob("results/lr_range/*/suggestion.json"))
+    assert len(recorded) == 3 * 2 + 5 + 1, recorded
+    jobs = {}
+    for path in recorded:
+        host = json.loads(path.read_text())["host"]
+        job_id = host["slurm_job_id"]
+        assert job_id in rules, f"{path} ran outside the jobs Snakemake submitted: {host}"
         given = re.search(r"SLURM_STEP_GPUS=(\S+)\)", host["device"])
-        assert given, host["device"]
+        assert given, (path, host["device"])
         assert given.group(1) in {"0", "1"} and host["cuda_visible_devices"] == given.group(1)
         assert host["device"].startswith(f"GPU {given.group(1)} (CUDA_VISIBLE_DEVICES from SLURM")
+        job = slurm_job(job_id)
         start, end = (datetime.fromisoformat(job[k]) for k in ("StartTime", "EndTime"))
-        jobs.append((given.group(1), start, end, job_id))
-    assert len(jobs) == 4 and len({j[3] for j in jobs}) == 4
+        jobs[job_id] = (given.group(1), start, end, job_id)
+    # both repeats of a fused experiment came from one job; every job wrote something
+    assert set(jobs) == set(rules), (sorted(jobs), rules)
 
     overlapping = 0
-    for (gpu_a, start_a, end_a, id_a), (gpu_b, start_b, end_b, id_b) in combinations(jobs, 2):
+    for (gpu_a, start_a, end_a, id_a), (gpu_b, start_b, end_b, id_b) in combinations(
+        jobs.values(), 2
+    ):
         if start_a < end_b and start_b < end_a:
             overlapping += 1
             assert gpu_a != gpu_b, f"SLURM jobs {id_a} and {id_b} ran at once on GPU {gpu_a}"

@@ -14,6 +14,8 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (_SRC, os.getenv("PYTHONPATH", "")) if p)
 )
 
+from snakemake.resources import Resources
+
 from hpstudy.config import ConfigError, estimate_memory
 from hpstudy.datasets import raw_paths
 from hpstudy.ids import canonical_json
@@ -35,6 +37,40 @@ for _study in PLAN.studies.values():
 
 RES = PLAN.config["resources"]
 FIG = PLAN.config["report"]["figure_format"]
+
+# Experiment -> how many repeats its fused job trains (one `train_<R>_repeats` rule per R).
+FUSED = PLAN.fused_repeats()
+# The rules that train. Each asks for the config's `resources:`, then for what a profile or
+# --set-resources sets for `train`: a profile cannot name the rules the config creates
+# (train_5_repeats), so `train` is the one place for all of them. The Snakefile refuses a rule
+# that trains (conda env envs/train.yaml) and is missing here.
+TRAINING_RULES = [
+    "train",
+    "lr_range",
+    *(f"train_{r}_repeats" for r in sorted(set(FUSED.values()))),
+]
+
+
+def inherit_training_resources(rules):
+    """Apply the `train` entries of --set-resources (or a profile's set-resources) to `rules`.
+
+    A rule's own entries win. Snakemake applies these overrides by rule name when it defines a
+    rule, so this must run before the rules are defined. Explicit values are taken as they are:
+    unlike the config's per-run `resources.mem_mb` and `runtime`, they are not scaled for a
+    fused job's towers. `_parsed_overwrite_resources` is Snakemake's own (pinned in
+    pyproject.toml); tests/test_profiles.py fails if it stops working.
+    """
+    overrides = workflow.resource_settings._parsed_overwrite_resources
+    if "train" not in overrides:
+        return
+    for name in rules:
+        merged = Resources()
+        merged.update(overrides["train"])
+        merged.update(overrides.get(name, Resources()))
+        overrides[name] = merged
+
+
+inherit_training_resources(TRAINING_RULES)
 
 
 wildcard_constraints:
@@ -97,7 +133,7 @@ RUN_OUTPUTS = [
 
 
 def repeats_of(exp):
-    return [PLAN.runs[f"{exp}/r{k}"] for k in range(PLAN.fused_repeats()[exp])]
+    return [PLAN.runs[f"{exp}/r{k}"] for k in range(FUSED[exp])]
 
 
 def get_repeats_data(wildcards):
@@ -115,7 +151,14 @@ def get_repeats_mem_mb(wildcards):
     """
     spec = PLAN.experiments[wildcards.exp].spec
     tower = estimate_memory(spec)["bytes"] / 2**20
-    return RES["mem_mb"] + math.ceil((len(repeats_of(wildcards.exp)) - 1) * tower)
+    return RES["mem_mb"] + math.ceil((FUSED[wildcards.exp] - 1) * tower)
+
+
+def get_repeats_runtime(wildcards, attempt):
+    """Minutes: `resources.runtime` is one run's; R towers do R runs' arithmetic in one job, so
+    the job asks for R times it (an upper bound: benchmarks measure 0.15-0.62 x R), and each retry
+    one more such span."""
+    return RES["runtime"] * FUSED[wildcards.exp] * attempt
 
 
 def get_spec_json(wildcards):

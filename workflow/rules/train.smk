@@ -38,8 +38,7 @@ rule train:
 
 # The repeats of an experiment trained together (execution.fuse_repeats, hpstudy.fused): one job
 # writes the outputs of runs r0..r<R-1>, the same files as R `train` jobs would. One rule per R,
-# since a rule's outputs are fixed; each takes only the experiments with R repeats.
-FUSED = PLAN.fused_repeats()
+# since a rule's outputs are fixed; each takes only the experiments with R repeats (FUSED).
 for _r in sorted(set(FUSED.values())):
 
     rule:
@@ -64,7 +63,7 @@ for _r in sorted(set(FUSED.values())):
         threads: RES["threads"]
         resources:
             mem_mb=get_repeats_mem_mb,
-            runtime=lambda wildcards, attempt: RES["runtime"] * attempt,
+            runtime=get_repeats_runtime,
             gpu=RES["gpu"],
             gpu_model=RES["gpu_model"],
         params:

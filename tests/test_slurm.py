@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime
 from itertools import combinations
 from pathlib import Path
@@ -163,3 +164,157 @@ def test_tiny_study_through_the_slurm_profile(tmp_path):
             overlapping += 1
             assert gpu_a != gpu_b, f"SLURM jobs {id_a} and {id_b} ran at once on GPU {gpu_a}"
     assert overlapping >= 1, f"`--resources gpu=1` serialised the cluster jobs: {jobs}"
+
+
+# --------------------------------------------------------------------------- cluster faults
+
+# One fused experiment (repeats 2) that trains for about three minutes on one CPU of this
+# machine (0.12 s an epoch), far longer than a 1-minute time limit, which slurmctld enforces
+# within 30 s of its end; and a short one (one epoch in 0.12 s) to cancel while it trains.
+FAULTS = """\
+title: SLURM faults
+repeats: 2
+datasets:
+  digits: {{source: digits}}
+baselines:
+  main:
+    dataset: digits
+    model: {{hidden: [256, 256]}}
+    optimizer: {{name: sgd, learning_rate: 0.01, momentum: 0.9}}
+    training: {{epochs: {epochs}, batch_size: 8}}
+studies:
+  same:
+    kind: ofat
+    baseline: main
+    factors:
+      training.epochs: [{epochs}]
+resources:
+  mem_mb: 1000
+  runtime: 10
+"""
+LONG, SHORT = 1500, 200
+
+
+def start_snakemake(workdir: Path, *args: str, executor: str = "slurm") -> subprocess.Popen:
+    """Snakemake on `workdir/config.yaml`, stderr to `workdir/snakemake.err`: through the SLURM
+    profile (retries 0 unless `args` say otherwise), or on this machine with one core."""
+    env = dict(os.environ)
+    for name in ("CUDA_VISIBLE_DEVICES", "HPSTUDY_GPUS", "SLURM_JOB_ID"):
+        env.pop(name, None)
+    cmd = ["timeout", "-k", "60", "-s", "INT", "900", sys.executable, "-m", "snakemake"]
+    if executor == "slurm":
+        cmd += ["--profile", "profiles/slurm", *OVERRIDES, "--retries", "0"]
+    else:
+        cmd += ["--cores", "1"]
+    cmd += ["--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir)]
+    cmd += ["--configfile", str(workdir / "config.yaml"), *args]
+    err = open(workdir / "snakemake.err", "a")  # noqa: SIM115 (closed with the process)
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=err, stderr=err, text=True, preexec_fn=_interruptible
+    )
+
+
+def finished(proc: subprocess.Popen, workdir: Path) -> tuple[int, str]:
+    returncode = proc.wait(timeout=1200)
+    return returncode, (workdir / "snakemake.err").read_text()
+
+
+def workdir_for(root: Path, name: str, epochs: int) -> Path:
+    workdir = root / name
+    workdir.mkdir()
+    (workdir / "config.yaml").write_text(FAULTS.format(epochs=epochs))
+    return workdir
+
+
+def only_experiment(workdir: Path) -> Path:
+    (experiment,) = (workdir / "results" / "runs").iterdir()
+    return experiment
+
+
+def backup_epoch(experiment: Path) -> int:
+    """The last epoch a fused job's backup holds (0 while there is none, or while it is replaced)."""
+    import numpy as np
+
+    try:
+        with np.load(experiment / "backup-2-repeats" / "state.npz", allow_pickle=False) as npz:
+            return json.loads(npz["meta"].tobytes().decode())["epoch"]
+    except Exception:
+        return 0
+
+
+def submitted_jobs(text: str) -> list[str]:
+    return re.findall(r"submitted with SLURM jobid (\d+) \(log: \S+/rule_train_2_repeats/", text)
+
+
+def assert_same_histories(run: Path, reference: Path, epochs: int) -> None:
+    for repeat in ("r0", "r1"):
+        got, want = (p / repeat / "history.csv" for p in (run, reference))
+        assert got.read_bytes() == want.read_bytes(), f"{got} differs from {want}"
+        assert len(want.read_text().splitlines()) == epochs + 1
+    assert not (run / "backup-2-repeats").exists()  # dropped once the outputs were written
+
+
+def test_cluster_faults_resume_from_the_backup(tmp_path):
+    """A fused job that reaches its time limit resumes on its retry; a job cancelled with
+    scancel resumes on a plain rerun; both end with the bytes of an uninterrupted local run."""
+    if os.environ.get("HPSTUDY_SLURM_ERROR"):
+        pytest.fail(os.environ["HPSTUDY_SLURM_ERROR"])
+    references = {n: workdir_for(tmp_path, f"reference-{n}", n) for n in (LONG, SHORT)}
+    timed_out = workdir_for(tmp_path, "timeout", LONG)
+    cancelled = workdir_for(tmp_path, "cancel", SHORT)
+    # The first attempt asks for 1 minute; its retry (retries 1), which resumes, for 10.
+    timeout_run = start_snakemake(
+        timed_out, "--retries", "1", "--set-resources", "train:runtime=1 if attempt == 1 else 10"
+    )
+    local = [start_snakemake(w, executor="local") for w in references.values()]
+
+    # Cancel the short job as soon as its backup holds an epoch: SLURM sends it SIGTERM.
+    cancel_run, deadline = start_snakemake(cancelled), time.monotonic() + 600
+    while not (cancelled / "results" / "runs").is_dir() or not backup_epoch(
+        only_experiment(cancelled)
+    ):
+        assert cancel_run.poll() is None, (cancelled / "snakemake.err").read_text()[-3000:]
+        assert time.monotonic() < deadline, "the job to cancel never wrote a backup"
+        time.sleep(0.01)
+    (job_id,) = submitted_jobs((cancelled / "snakemake.err").read_text())
+    subprocess.run(["scancel", job_id], check=True, timeout=60)
+    returncode, err = finished(cancel_run, cancelled)
+    experiment = only_experiment(cancelled)
+    kept = backup_epoch(experiment)
+    assert returncode != 0 and "CANCELLED" in err, err[-3000:]
+    assert 0 < kept < SHORT and not (experiment / "r0" / "history.csv").exists()
+    log = (experiment / "train-2-repeats.log").read_text()
+    assert re.search(rf"Terminated by SIGTERM during epoch \d+ of {SHORT}: the backup of epoch "
+                     rf"{kept} is kept", log), log[-3000:]  # fmt: skip
+    # The plain rerun: the profile's rerun-incomplete takes the cancelled job again.
+    returncode, err = finished(start_snakemake(cancelled), cancelled)
+    assert returncode == 0, err[-3000:]
+    assert (
+        f"Resuming from the backup at epoch {kept} "
+        in (experiment / "train-2-repeats.log").read_text()
+    )
+
+    returncode, err = finished(timeout_run, timed_out)
+    assert returncode == 0, err[-3000:]
+    first, retry = submitted_jobs(err)
+    assert slurm_job(first)["JobState"] == "TIMEOUT", slurm_job(first)
+    assert slurm_job(first)["TimeLimit"] == "00:01:00"
+    assert (
+        slurm_job(retry)["JobState"] == "COMPLETED" and slurm_job(retry)["TimeLimit"] == "00:10:00"
+    )
+    # Snakemake starts the rule's log afresh for the retry: the first attempt's last line is in
+    # its SLURM log, where the job's terminal output goes.
+    (first_log,) = (timed_out / ".snakemake" / "slurm_logs").rglob(f"{first}.log")
+    stopped = re.search(rf"Terminated by SIGTERM during epoch (\d+) of {LONG}: the backup of "
+                        r"epoch (\d+) is kept in", first_log.read_text())  # fmt: skip
+    assert stopped, first_log.read_text()[-3000:]
+    resumed_at = int(stopped.group(2))
+    assert 0 < resumed_at < LONG and int(stopped.group(1)) == resumed_at + 1
+    log = (only_experiment(timed_out) / "train-2-repeats.log").read_text()
+    assert f"Resuming from the backup at epoch {resumed_at} " in log, log[:3000]
+
+    for proc, workdir in zip(local, references.values()):
+        returncode, err = finished(proc, workdir)
+        assert returncode == 0, err[-3000:]
+    assert_same_histories(only_experiment(timed_out), only_experiment(references[LONG]), LONG)
+    assert_same_histories(experiment, only_experiment(references[SHORT]), SHORT)

@@ -37,6 +37,7 @@ import numpy as np
 
 from . import lr_range, models
 from .devices import host_facts
+from .io import finish_first
 from .stacked import StackedModel
 from .training import (
     Checkpoint,
@@ -250,24 +251,27 @@ def train_repeats(
     training = spec["training"]
     if initial_epoch < training["epochs"] and recorder.alive():
         arrays = [a for a, _ in inputs]
-        model.fit(
-            **fused_fit_data(model, arrays, training, seeds, initial_epoch),
-            epochs=training["epochs"],
-            initial_epoch=initial_epoch,
-            callbacks=[recorder, checkpoint],
-            verbose=0,
-        )
-    timing = fused_timing(recorder, started, initial_epoch, len(runs))
-    tests = evaluate_towers(model, [a for a, _ in inputs], training)
-    model.unstack(towers)
-    context = {"experiment": experiment, "fold": None, "learning_rate": lr_source}
-    context["host"] = host_facts(device)
-    results = [
-        write_tower(spec, towers[k], recorder.towers[k], tests[k], outs[k],
-                    {**context, "run": run, "seed": seeds[k], "timing": timing})
-        for k, run in enumerate(runs)
-    ]  # fmt: skip
-    checkpoint.remove()
+        with checkpoint.on_termination(training["epochs"]):
+            model.fit(
+                **fused_fit_data(model, arrays, training, seeds, initial_epoch),
+                epochs=training["epochs"],
+                initial_epoch=initial_epoch,
+                callbacks=[recorder, checkpoint],
+                verbose=0,
+            )
+    # A SIGTERM from here on waits for the outputs: the training is done.
+    with finish_first():
+        timing = fused_timing(recorder, started, initial_epoch, len(runs))
+        tests = evaluate_towers(model, [a for a, _ in inputs], training)
+        model.unstack(towers)
+        context = {"experiment": experiment, "fold": None, "learning_rate": lr_source}
+        context["host"] = host_facts(device)
+        results = [
+            write_tower(spec, towers[k], recorder.towers[k], tests[k], outs[k],
+                        {**context, "run": run, "seed": seeds[k], "timing": timing})
+            for k, run in enumerate(runs)
+        ]  # fmt: skip
+        checkpoint.remove()
     return results
 
 

@@ -3,6 +3,9 @@
 Nor does a power cut: the file's bytes reach the disk (fsync) before the rename makes them the
 file, and the directory, which records the rename, is synced after it. Text is UTF-8 whatever
 the locale.
+
+A job's output (`redirect_output`) and how it stops when asked to (`stop_on_sigterm`,
+`finish_first`) live here too: both are about what a job leaves behind.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 
@@ -104,5 +109,63 @@ def redirect_output(log_path: str | Path):
             terminal.write(f"{kind.__name__}: {exc}\n(the traceback is in {log_path})\n")
             terminal.flush()
 
-    sys.excepthook = excepthook
+    def excepthook_terminated(kind, exc, tb):
+        if not issubclass(kind, Terminated):
+            return excepthook(kind, exc, tb)
+        for stream in (log, terminal):  # one line: what happened, what was kept, what comes next
+            with contextlib.suppress(OSError, ValueError):
+                stream.write(f"{exc}\n")
+                stream.flush()
+
+    sys.excepthook = excepthook_terminated
     return log
+
+
+class Terminated(BaseException):
+    """The job was asked to stop: SIGTERM, from a cluster's time limit, `scancel`, a preemption
+    or a shutdown. A BaseException, like KeyboardInterrupt, so no `except Exception` holds it up.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+NOTHING_KEPT = "nothing of it is complete, and the retry or a rerun starts it again"
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(f"Terminated by {signal.Signals(signum).name}: {NOTHING_KEPT}.")
+
+
+def stop_on_sigterm() -> None:
+    """From now on, SIGTERM stops this job at once: Python raises Terminated in the main thread
+    at its next step (within the batch being trained), so `atomic_path` drops a half-written
+    file, and the process exits with status 1 and the one line `redirect_output` prints.
+
+    Without this the default action kills the process where it stands; SLURM sends SIGKILL
+    `KillWait` seconds (30 by default) after SIGTERM.
+    """
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+@contextlib.contextmanager
+def finish_first():
+    """Hold a SIGTERM back while the block runs (a finished run's outputs being written), then
+    let the job end normally: throwing a finished run away for its last second would cost all
+    of it. The block must be short next to SLURM's `KillWait`.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only
+        return
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if received:
+            print("SIGTERM arrived while the outputs were written: they were finished first.")

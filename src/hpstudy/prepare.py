@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
+from .datasets import DatasetError
 from .io import atomic_path
 
 SPLITS = ("train", "val", "test")
@@ -120,6 +121,41 @@ def subsample(arrays: dict, n: int) -> dict:
     for key, value in arrays.items():
         out[key] = value[:n] if key.endswith("_train") else value[:small]
     return out
+
+
+def check_finite(canonical: dict, dataset: str, path: str | Path) -> None:
+    """Refuse a NaN or an infinity in the features or targets of a source's arrays.
+
+    One such value makes every run that sees it diverge, which the report would otherwise blame
+    on the hyperparameters. The error names the dataset, the file, the array, the first bad row
+    (0-based, in the file's order) and its feature (index, or name where the file has
+    `feature_names`), and how many values are bad in all.
+    """
+    names = canonical.get("feature_names")
+    for key in sorted(k for k in canonical if k[:2] in ("x_", "y_")):
+        values = canonical[key]
+        if not np.issubdtype(values.dtype, np.floating):
+            continue  # integers and booleans hold no NaN
+        bad = ~np.isfinite(values)
+        if not bad.any():
+            continue
+        where = np.argwhere(bad)[0]
+        row, cell = int(where[0]), tuple(int(i) for i in where[1:])
+        kind = "feature" if key.startswith("x_") else "target"
+        if not cell:
+            column = f"its only {kind}"
+        elif kind == "feature" and names is not None and len(cell) == 1:
+            column = f"feature {cell[0]} ({names[cell[0]]!s})"
+        elif len(cell) == 1:
+            column = f"{kind} {cell[0]}"
+        else:
+            column = f"{kind} at index {cell}"
+        raise DatasetError(
+            f"Dataset {dataset!r} ({path}): {key} holds {int(bad.sum())} non-finite value(s); "
+            f"the first is {values[(row, *cell)].item()!r} at row {row}, {column}. Every run trained on "
+            "it would diverge. Fix or drop that row in the source file; for a bundled or "
+            f"downloaded source, delete {path} and rerun, which converts it again."
+        )
 
 
 def prepare(canonical: dict, data: dict) -> dict:

@@ -8,6 +8,7 @@ Keras, numpy and the modules that read a run's inputs: no pandas, jsonschema or 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -20,7 +21,7 @@ import numpy as np
 
 from . import TRAINING_VERSION, lr_range, models, prepare
 from .devices import host_facts
-from .io import atomic_path, atomic_write_text
+from .io import NOTHING_KEPT, Terminated, atomic_path, atomic_write_text, finish_first
 from .tasks import HISTORY_METRICS, PRIMARY_METRIC, history_columns
 
 
@@ -62,6 +63,7 @@ class Checkpoint(keras.callbacks.Callback):
         self.dir = Path(backup_dir)
         self.recorder = recorder
         self.state_path = self.dir / "state.npz"
+        self.epoch = 0  # epochs the backup on disk holds
 
     def _variables(self) -> list:
         """Weights, Dropout seed states, optimizer slots and step count, in a stable order."""
@@ -92,7 +94,8 @@ class Checkpoint(keras.callbacks.Callback):
         self.recorder.rows = meta["rows"]
         self.recorder.seconds = meta["seconds"]
         print(f"Resuming from the backup at epoch {meta['epoch']} ({self.dir})", flush=True)
-        return int(meta["epoch"])
+        self.epoch = int(meta["epoch"])
+        return self.epoch
 
     def on_epoch_end(self, epoch, logs=None):
         variables = self._variables()
@@ -106,6 +109,29 @@ class Checkpoint(keras.callbacks.Callback):
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         with atomic_path(self.state_path, suffix=".npz") as tmp:
             np.savez(tmp, **arrays)
+        self.epoch = epoch + 1
+
+    @contextlib.contextmanager
+    def on_termination(self, epochs: int):
+        """Say, when SIGTERM stops the block (io.stop_on_sigterm), what the backup kept.
+
+        The epoch in progress is not saved: resuming inside an epoch would need the position in
+        its shuffled batches and the random state at that batch, and the rerun repeats the epoch
+        from its start instead, which keeps the history byte-equal to an uninterrupted run.
+        """
+        try:
+            yield
+        except Terminated as exc:
+            signal_name = str(exc).split(":")[0].removeprefix("Terminated by ")
+            where = f"during epoch {self.epoch + 1} of {epochs}"
+            if self.epoch:
+                kept = (
+                    f"the backup of epoch {self.epoch} is kept in {self.dir}, and the retry or a "
+                    f"rerun resumes from it"
+                )
+            else:
+                kept = f"no epoch had finished: {NOTHING_KEPT}"
+            raise Terminated(f"Terminated by {signal_name} {where}: {kept}.") from None
 
     def remove(self) -> None:
         """Drop the backup once the run's outputs are complete (the state file goes first)."""
@@ -311,23 +337,26 @@ def train_run(
     checkpoint.set_model(model)
     initial_epoch = checkpoint.restore()
     callbacks = [recorder, checkpoint, *tensorboard_callbacks(run_dir, tensorboard)]
-    fit(model, arrays, spec["training"], seed, initial_epoch, callbacks)
-    diverged = diverged_epoch(recorder)
-    # A fold run only serves the selection: the test split is the refit's (r0).
-    test = evaluate_test(model, arrays, spec["training"]) if fold is None else {}
-    metrics = {
-        "experiment": experiment,
-        "run": run,
-        "seed": seed,
-        "fold": None if fold is None else {"index": fold[0], "of": fold[1]},
-        "learning_rate": lr_source,
-        **run_results(spec, model, recorder, diverged, test),
-        # Facts about timing and the host: excluded from byte-for-byte comparisons.
-        "timing": timing_facts(recorder, started, initial_epoch),
-        "host": host_facts(device),
-    }
-    write_run_outputs(out, model, recorder, metrics)
-    checkpoint.remove()
+    with checkpoint.on_termination(spec["training"]["epochs"]):
+        fit(model, arrays, spec["training"], seed, initial_epoch, callbacks)
+    # A SIGTERM from here on waits for the outputs: the training is done.
+    with finish_first():
+        diverged = diverged_epoch(recorder)
+        # A fold run only serves the selection: the test split is the refit's (r0).
+        test = evaluate_test(model, arrays, spec["training"]) if fold is None else {}
+        metrics = {
+            "experiment": experiment,
+            "run": run,
+            "seed": seed,
+            "fold": None if fold is None else {"index": fold[0], "of": fold[1]},
+            "learning_rate": lr_source,
+            **run_results(spec, model, recorder, diverged, test),
+            # Facts about timing and the host: excluded from byte-for-byte comparisons.
+            "timing": timing_facts(recorder, started, initial_epoch),
+            "host": host_facts(device),
+        }
+        write_run_outputs(out, model, recorder, metrics)
+        checkpoint.remove()
     return metrics
 
 

@@ -8,7 +8,9 @@ from hpstudy.io import redirect_output
 
 redirect_output(snakemake.log[0])
 data = json.loads(snakemake.params.data)
-arrays = prepare.prepare(load_npz(snakemake.input[0]), data)
+canonical = load_npz(snakemake.input[0])
+prepare.check_finite(canonical, snakemake.wildcards.dataset, snakemake.input[0])
+arrays = prepare.prepare(canonical, data)
 info = prepare.describe(arrays, data)
 prepare.save(arrays, snakemake.output[0], info)
 print(json.dumps(info, indent=2))

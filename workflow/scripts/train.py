@@ -3,9 +3,10 @@
 import json
 
 from hpstudy import devices
-from hpstudy.io import redirect_output
+from hpstudy.io import redirect_output, stop_on_sigterm
 
 redirect_output(snakemake.log[0])
+stop_on_sigterm()  # a cluster's time limit or scancel: stop at once, keep the last backup
 spec = json.loads(snakemake.params.spec)
 device = devices.setup(
     threads=snakemake.threads,

@@ -12,6 +12,7 @@ what was expected and what was received (at most `QUOTE_LIMIT` characters of it)
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import sys
@@ -22,7 +23,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .datasets import SOURCES, TASKS
+from . import userdata
+from .datasets import FILE_SOURCE, SOURCES, task_of
 from .ids import canonical_json
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -437,8 +439,20 @@ def check_config(config: dict, files: Iterable[str | Path] = ()) -> None:
 
 
 def check_dataset(name: str, ds: dict, files: Iterable[str | Path] = ()) -> None:
-    """A dataset's split and scaler fit its source."""
+    """A dataset's split and scaler fit its source; a user's file exists and has its columns."""
     split, where = ds["split"], ["datasets", name, "split"]
+    own = [key for key in ("path", "test_path", "target", "features", "task") if key in ds]
+    if ds["source"] != FILE_SOURCE and own:
+        expected = f"no {own[0]} for source {ds['source']!r}: only a file source has one"
+        raise invalid(files, ["datasets", name, own[0]], expected, ds[own[0]])
+    if ds["source"] == FILE_SOURCE:
+        problem = userdata.check(name, ds)
+        if problem:
+            key_path, expected = problem
+            received = ds
+            for key in key_path[2:]:
+                received = received.get(key) if isinstance(received, dict) else None
+            raise invalid(files, key_path, expected, received)
     test, val = split["test"], split["validation"]
     if isinstance(test, float) and isinstance(val, float) and test + val >= 0.95:
         raise invalid(
@@ -447,10 +461,15 @@ def check_dataset(name: str, ds: dict, files: Iterable[str | Path] = ()) -> None
             "test + validation fractions < 0.95, leaving rows to train on",
             {"test": test, "validation": val},
         )
-    if test == "canonical" and ds["source"] in ("digits", "diabetes"):
+    if test == "canonical" and (
+        ds["source"] in ("digits", "diabetes")
+        or (ds["source"] == FILE_SOURCE and "test_path" not in ds)
+    ):
         expected = f"a fraction: {ds['source']} has no canonical test split"
+        if ds["source"] == FILE_SOURCE:
+            expected = "a fraction: canonical needs a test_path (a file of test rows)"
         raise invalid(files, [*where, "test"], expected, test)
-    if "target_by" in ds["scaler"] and TASKS[ds["source"]] == "classification":
+    if "target_by" in ds["scaler"] and task_of(ds) == "classification":
         raise invalid(
             files,
             ["datasets", name, "scaler", "target_by"],
@@ -695,6 +714,22 @@ OPTIMIZER_SLOTS = {
 }
 
 
+def _shape_source(data: dict):
+    """The registered source, or for a user's file one with the shape planning read from it
+    (two classes at least: the labels are not read before the job)."""
+    if data["source"] != FILE_SOURCE:
+        return SOURCES[data["source"]]
+    rows, features = userdata.SHAPES[data["file"]["sha256"]]
+    return dataclasses.replace(
+        SOURCES["digits"],
+        name=FILE_SOURCE,
+        task=data["task"],
+        n_classes=2,
+        features=features,
+        rows=rows,
+    )
+
+
 def estimate_memory(spec: dict) -> dict:
     """What a training job of `spec` needs at least, in bytes, from its sizes alone.
 
@@ -704,9 +739,9 @@ def estimate_memory(spec: dict) -> dict:
     (forward and backward); the prepared data: rows x features x 4 bytes. A lower bound: the
     framework itself (TensorFlow: about 0.5 GB) and temporary copies are left out.
     """
-    source = SOURCES[spec["data"]["source"]]
+    source = _shape_source(spec["data"])
     model, opt = spec["model"], spec["optimizer"]
-    outputs = source.n_classes if TASKS[source.name] == "classification" else 1
+    outputs = source.n_classes if spec["data"]["task"] == "classification" else 1
     hidden = list(model["hidden"])
     last = hidden[-1] + (source.features if model["kind"] == "wide_deep" else 0)
     parameters = (

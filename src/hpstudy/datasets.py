@@ -266,6 +266,14 @@ SOURCES: dict[str, Source] = {
 #: Source name -> task ("classification" or "regression").
 TASKS = {name: source.task for name, source in SOURCES.items()}
 
+#: The source of a user's own file (hpstudy.userdata); its task is the dataset's `task` key.
+FILE_SOURCE = "file"
+
+
+def task_of(ds: dict) -> str:
+    """The task of a config's dataset: its source's, or its own `task` for a user's file."""
+    return ds["task"] if ds["source"] == FILE_SOURCE else TASKS[ds["source"]]
+
 
 def get_source(name: str) -> Source:
     """Return the registered source ``name``; ValueError naming the valid names otherwise.
@@ -762,7 +770,7 @@ def convert(name: str, raw_dir: str | Path | None, out_npz: str | Path) -> Path:
         if raw_dir is None:
             raise DatasetError(f"dataset {name!r} needs raw_dir (the download directory), got None")
         arrays = _CONVERTERS[name](_verified_raw_files(source, Path(raw_dir)))
-    out = _write_npz(arrays, Path(out_npz))
+    out = write_npz(arrays, Path(out_npz))
     shapes = ", ".join(f"{k} {v.shape} {v.dtype}" for k, v in arrays.items())
     log.info("wrote %s: %s", out, shapes)
     return out
@@ -1065,7 +1073,7 @@ def _check_rows(x: np.ndarray, y: np.ndarray, what: str) -> None:
 # --------------------------------------------------------------------------- npz files
 
 
-def _write_npz(arrays: Mapping[str, np.ndarray], out: Path) -> Path:
+def write_npz(arrays: Mapping[str, np.ndarray], out: Path) -> Path:
     """Write numeric arrays to ``out`` via a temp file in the same directory."""
     for key, array in arrays.items():
         # Only plain numbers: object arrays would be pickled into the file.

@@ -15,9 +15,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import TRAINING_VERSION
+from . import TRAINING_VERSION, userdata
 from . import config as checks
-from .datasets import TASKS
+from .datasets import FILE_SOURCE, task_of
 from .ids import canonical_json, derive_seed, parse_run, short_hash, slugify
 
 # Spec fields that are floats whatever the YAML says, so `0` and `0.0` hash alike.
@@ -374,7 +374,9 @@ def resolve_baseline(config: dict, name: str) -> tuple[dict, str]:
     spec = {
         "data": {
             "source": ds["source"],
-            "task": TASKS[ds["source"]],
+            "task": task_of(ds),
+            # A user's file enters by its bytes (SHA-256) and columns, never by its path.
+            **({"file": userdata.identity(ds)} if ds["source"] == FILE_SOURCE else {}),
             "split": copy.deepcopy(ds["split"]),
             "scaler": copy.deepcopy(ds["scaler"]),
             "subsample": ds["subsample"],

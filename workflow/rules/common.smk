@@ -17,9 +17,10 @@ os.environ.update(
 from snakemake.resources import Resources
 
 from hpstudy.config import ConfigError, estimate_memory
-from hpstudy.datasets import raw_paths
+from hpstudy.datasets import FILE_SOURCE, raw_paths
 from hpstudy.ids import canonical_json
 from hpstudy.plan import grid_entries, load_plan, lr_range_of
+from hpstudy.userdata import canonical_name
 
 try:
     PLAN = load_plan(list(workflow.configfiles), config)
@@ -80,6 +81,7 @@ wildcard_constraints:
     prep="[0-9a-f]{8}",
     dataset="[A-Za-z0-9_][A-Za-z0-9_-]*",
     source="[a-z0-9_]+",
+    digest="[0-9a-f]{16}",
     study="[a-z0-9_][a-z0-9_-]*",
 
 
@@ -89,7 +91,28 @@ def data_path(prep):
 
 
 def get_source_npz(wildcards):
-    return f"resources/datasets/{PLAN.preps[wildcards.prep][1]['source']}.npz"
+    return f"resources/datasets/{canonical_name(PLAN.preps[wildcards.prep][1])}.npz"
+
+
+# Users' own files, by the name of the canonical .npz each converts to: the dataset, its spec.
+USER_FILES = {
+    canonical_name(_data): (_name, _data)
+    for _name, _data in PLAN.preps.values()
+    if _data["source"] == FILE_SOURCE
+}
+
+
+def get_user_files(wildcards):
+    """The user's file and test file, ancient(): touching one retrains nothing (its SHA-256,
+    in the params, decides), and an edited one has a new name and so a job of its own.
+    """
+    ds = PLAN.config["datasets"][USER_FILES[f"file-{wildcards.digest}"][0]]
+    return [ancient(ds[key]) for key in ("path", "test_path") if key in ds]
+
+
+def get_user_file_spec(wildcards):
+    name, data = USER_FILES[f"file-{wildcards.digest}"]
+    return {"dataset": name, "task": data["task"], "file": data["file"]}
 
 
 def raw_files(source):
@@ -103,7 +126,11 @@ def get_raw_files(wildcards):
 
 # Sources of the config's datasets that are fetched from the network (one download rule each).
 DOWNLOADS = sorted(
-    {ds["source"] for ds in PLAN.config["datasets"].values() if raw_files(ds["source"])}
+    {
+        ds["source"]
+        for ds in PLAN.config["datasets"].values()
+        if ds["source"] != FILE_SOURCE and raw_files(ds["source"])
+    }
 )
 # Where the download jobs fetch from (see data.smk for why this is not a param).
 if PLAN.config["data_mirror"]:

@@ -39,6 +39,23 @@ rule convert_dataset:
         "../scripts/convert_dataset.py"
 
 
+# A user's own file (source: file): named by the SHA-256 of its bytes and columns.
+rule convert_file:
+    input:
+        get_user_files,
+    output:
+        "resources/datasets/file-{digest}.npz",
+    log:
+        "results/logs/datasets/file-{digest}.convert.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        spec=get_user_file_spec,
+    script:
+        "../scripts/convert_file.py"
+
+
 rule prepare:
     input:
         get_source_npz,

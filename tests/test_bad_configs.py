@@ -511,3 +511,34 @@ def test_truncated_dataset_npz_names_the_file(tmp_path):
     path.write_bytes(data[: len(data) // 3])
     with pytest.raises(datasets.DatasetError, match=r"digits\.npz"):
         datasets.load_npz(path)
+
+
+def test_an_optimizer_key_the_optimizer_does_not_take_is_refused(plan_of, tiny_config):
+    """momentum on adam was dropped without a word; now it is an error naming key and optimizer."""
+    tiny_config["baselines"]["b"]["optimizer"] = {
+        "name": "adam",
+        "learning_rate": 0.001,
+        "momentum": 0.9,
+    }
+    with pytest.raises(ConfigError) as err:
+        plan_of(tiny_config)
+    message = str(err.value)
+    assert "`baselines.b.optimizer.momentum`: expected a key that optimizer 'adam' takes" in message
+    assert "Received: 0.9" in message
+    tiny_config["baselines"]["b"]["optimizer"] = {
+        "name": "sgd",
+        "learning_rate": 0.01,
+        "momentum": 0.9,
+    }
+    tiny_config["studies"]["lr"]["variants"] = [
+        {"label": "adam, momentum", "set": {"optimizer.name": "adam", "optimizer.momentum": 0.5}}
+    ]
+    del tiny_config["studies"]["lr"]["factors"]
+    with pytest.raises(
+        ConfigError, match=r"`studies.lr.variants\[0\].set.optimizer.momentum`: .*'adam'"
+    ):
+        plan_of(tiny_config)
+    # Switching the optimizer alone drops the baseline's momentum: it chose another optimizer.
+    tiny_config["studies"]["lr"]["variants"][0]["set"] = {"optimizer.name": "adam"}
+    plan = plan_of(tiny_config)
+    assert {"adam", "sgd"} == {e.spec["optimizer"]["name"] for e in plan.experiments.values()}

@@ -415,6 +415,29 @@ def invalid(files: Iterable[str | Path], path: Iterable[Any], expected: str, rec
     )
 
 
+#: Each optimizer's keys besides `name` and `learning_rate`, with Keras' defaults. A key that
+#: the chosen optimizer does not take (momentum for adam) is refused where it is written.
+OPTIMIZER_DEFAULTS = {
+    "sgd": {"momentum": 0.0, "nesterov": False},
+    "rmsprop": {"rho": 0.9, "momentum": 0.0},
+    "adam": {"beta_1": 0.9, "beta_2": 0.999},
+}
+
+
+def check_optimizer_key(name: str, key: str, value, path: list, files: Iterable[str | Path] = ()):
+    """`key` of an optimizer block (or `optimizer.<key>` of a study) must be one `name` takes.
+
+    A baseline's keys that another optimizer lacks are dropped when a study switches
+    `optimizer.name` alone: that variant chose another optimizer, not another momentum.
+    """
+    if key in ("name", "learning_rate") or key in OPTIMIZER_DEFAULTS[name]:
+        return
+    taken = ", ".join(["learning_rate", *OPTIMIZER_DEFAULTS[name]])
+    raise invalid(
+        files, path, f"a key that optimizer {name!r} takes: {taken} (it has no {key!r})", value
+    )
+
+
 def check_config(config: dict, files: Iterable[str | Path] = ()) -> None:
     """The checks the schema cannot express: references between sections and between keys.
 
@@ -424,6 +447,10 @@ def check_config(config: dict, files: Iterable[str | Path] = ()) -> None:
         if base["dataset"] not in config["datasets"]:
             expected = "one of the datasets " + ", ".join(config["datasets"])
             raise invalid(files, ["baselines", name, "dataset"], expected, base["dataset"])
+    for name, base in config["baselines"].items():
+        for key in base["optimizer"]:
+            at = ["baselines", name, "optimizer", key]
+            check_optimizer_key(base["optimizer"]["name"], key, base["optimizer"][key], at, files)
     for name, ds in config["datasets"].items():
         check_dataset(name, ds, files)
     check_repeats_vary(config["repeats_vary"], ["repeats_vary"], files)

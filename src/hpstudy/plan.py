@@ -34,11 +34,7 @@ FLOAT_PATHS = (
 )
 
 # Optimizer keys that mean something for each optimizer, with Keras' defaults.
-OPTIMIZER_DEFAULTS = {
-    "sgd": {"momentum": 0.0, "nesterov": False},
-    "rmsprop": {"rho": 0.9, "momentum": 0.0},
-    "adam": {"beta_1": 0.9, "beta_2": 0.999},
-}
+OPTIMIZER_DEFAULTS = checks.OPTIMIZER_DEFAULTS
 
 
 def get_path(spec: dict, path: str) -> Any:
@@ -465,6 +461,14 @@ class _Builder:
             at = path[:-1] if len(path) >= 2 and path[-2] == key else [*path, key]
             checks.check_override_path(spec, key, at, self.files)
             set_path(spec, key, value)
+        # A grid crosses optimizer.name with the keys of each optimizer: a cell whose optimizer
+        # lacks a key is the other cells' experiment (the grid analysis notes the hole).
+        in_grid = path[-1:] == ["grid"]
+        for key in overrides:
+            at = path[:-1] if len(path) >= 2 and path[-2] == key else [*path, key]
+            if key.startswith("optimizer.") and not in_grid:
+                name = spec["optimizer"]["name"]
+                checks.check_optimizer_key(name, key[10:], overrides[key], at, self.files)
         return _normalise(spec)
 
     @staticmethod

@@ -99,7 +99,8 @@ def probe(ds: dict) -> tuple[int, int]:
     file's metadata, a CSV's line count. For the memory estimate only (a lower bound)."""
     path, kind = Path(ds["path"]), file_format(ds["path"])
     if kind == "npz":
-        with zipfile.ZipFile(path) as archive, archive.open("x.npy") as fh:
+        features_member = "x.npy"  # read only: the header of the feature array
+        with zipfile.ZipFile(path) as archive, archive.open(features_member) as fh:
             major, _ = np.lib.format.read_magic(fh)
             read = (
                 np.lib.format.read_array_header_1_0

@@ -216,3 +216,12 @@ def test_a_csv_trains_and_only_an_edit_retrains(tmp_path, run_snakemake):
     cancer_frame(400).to_csv(tmp_path / "cancer.csv", index=False)
     jobs = planned_jobs(run_snakemake(tmp_path, "-n"))
     assert jobs["convert_file"] == 1 and jobs["prepare"] == 1 and jobs["train"] == 2
+
+
+def test_a_tsv_reads_by_tabs_and_an_unknown_extension_names_the_key(tmp_path):
+    cancer_frame(60).to_csv(tmp_path / "c.tsv", index=False, sep="\t")
+    arrays, names = converted(tmp_path, file_dataset(tmp_path / "c.tsv", target="diagnosis"))
+    assert arrays["x_train"].shape == (60, 30) and names["classes"] == ["benign", "malignant"]
+    (tmp_path / "c.xlsx").write_bytes(b"not a table")
+    with pytest.raises(ConfigError, match=r"`datasets.d.path`: expected a .csv, .tsv, .parquet"):
+        plan_of(config_for(tmp_path / "c.xlsx", target="diagnosis"))

@@ -22,8 +22,7 @@ import numpy as np
 from .datasets import FILE_SOURCE, DatasetError, load_npz, sha256_file, write_npz
 from .prepare import check_finite
 
-FORMATS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
-FORMATS[".npz"] = "npz"
+FORMATS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet", ".npz": "npz"}
 TASKS = ("classification", "regression")
 
 # Planning hashes each file once per process, whatever the number of baselines that use it.
@@ -51,8 +50,8 @@ def _targets(ds: dict) -> list[str]:
 
 def identity(ds: dict) -> dict:
     """What the prepared data of a file dataset depends on: its format, its bytes (SHA-256, and
-    the test file's), the target and feature columns as configured, and the task. The paths are
-    left out, so moving a file retrains nothing. Records the file's shape in :data:`SHAPES`."""
+    the test file's), and the target and feature columns as configured (the task is the data
+    spec's own key). The paths are not in the ids. Records the file's shape in :data:`SHAPES`."""
     out = {"format": file_format(ds["path"]), "sha256": _sha256(Path(ds["path"]))}
     out["target"] = _targets(ds)
     out["features"] = list(ds["features"]) if ds.get("features") is not None else None
@@ -87,7 +86,7 @@ def columns(path: str | Path) -> list[str]:
         return list(pq.read_schema(path).names)
     import pandas as pd
 
-    return [str(c) for c in pd.read_csv(path, nrows=0, sep=None if _is_tsv(path) else ",").columns]
+    return [str(c) for c in pd.read_csv(path, nrows=0, sep="\t" if _is_tsv(path) else ",").columns]
 
 
 def _is_tsv(path: Path) -> bool:
@@ -136,7 +135,7 @@ def check(name: str, ds: dict) -> tuple[list, str] | None:
             continue
         path = Path(ds[key])
         if not file_format(path):
-            return [*where, key], f"a .csv, .tsv, .parquet or .npz file, received {path.name!r}"
+            return [*where, key], f"a .csv, .tsv, .parquet (.pq) or .npz file, not {path.name!r}"
         if not path.is_file():
             expected = f"an existing file; {path} does not exist (relative paths start at "
             return [*where, key], expected + "the directory Snakemake runs in)"

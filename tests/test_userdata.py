@@ -14,12 +14,14 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from helpers import TINY_CONFIG, plan_of, planned_jobs
+from helpers import ROOT, TINY_CONFIG, plan_of, planned_jobs
 
 from hpstudy import prepare
 from hpstudy.config import ConfigError
@@ -225,3 +227,31 @@ def test_a_tsv_reads_by_tabs_and_an_unknown_extension_names_the_key(tmp_path):
     (tmp_path / "c.xlsx").write_bytes(b"not a table")
     with pytest.raises(ConfigError, match=r"`datasets.d.path`: expected a .csv, .tsv, .parquet"):
         plan_of(config_for(tmp_path / "c.xlsx", target="diagnosis"))
+
+
+def test_the_real_boston_table_runs_seed_004s_study_through_the_file_source(
+    tmp_path, run_snakemake
+):
+    """tools/real_data.py writes mlxtend's real Boston table; the example config trains on it."""
+    subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "real_data.py"), "boston", "--out",
+         str(tmp_path / "resources" / "real")], check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    table = pd.read_csv(tmp_path / "resources" / "real" / "boston_housing.csv")
+    assert table.shape == (506, 14) and table["MEDV"].between(5, 50).all()
+    shutil.copy(ROOT / "config" / "example_boston_file.yaml", tmp_path / "config.yaml")
+    quick = {
+        "repeats": 2,
+        "baselines": {"two_hidden": {"training": {"epochs": 3}}},
+        "studies": {"optimizer_cv": {"cv": 2}},
+    }
+    (tmp_path / "quick.yaml").write_text(yaml.safe_dump(quick))
+    run_snakemake(
+        tmp_path, "--cores", "2", "--configfile", str(tmp_path / "config.yaml"),
+        str(tmp_path / "quick.yaml"), config=None,
+    )  # fmt: skip
+    (prepared,) = (tmp_path / "results" / "data").glob("boston-*.npz")
+    info = prepare.load(prepared)[1]
+    assert info["feature_names"] == list(table.columns[:13])
+    assert sum(info["rows"].values()) == 506
+    assert (tmp_path / "results" / "report.html").is_file()

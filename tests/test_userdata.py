@@ -239,7 +239,7 @@ def test_the_real_boston_table_runs_seed_004s_study_through_the_file_source(
     )  # fmt: skip
     table = pd.read_csv(tmp_path / "resources" / "real" / "boston_housing.csv")
     assert table.shape == (506, 14) and table["MEDV"].between(5, 50).all()
-    shutil.copy(ROOT / "config" / "example_boston_file.yaml", tmp_path / "config.yaml")
+    shutil.copy(ROOT / "config" / "examples" / "boston_file.yaml", tmp_path / "config.yaml")
     quick = {
         "repeats": 2,
         "baselines": {"two_hidden": {"training": {"epochs": 3}}},

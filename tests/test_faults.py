@@ -226,3 +226,20 @@ def test_sigterm_stops_at_once_keeps_the_backup_and_the_rerun_resumes_to_the_sam
         assert (run / "history.csv").read_bytes() == (ref / "history.csv").read_bytes()
         assert len((ref / "history.csv").read_text().splitlines()) == EPOCHS + 1
     assert not backup.exists() and not reference_backup.exists()
+
+
+def test_a_sigterm_during_a_backup_waits_for_it_then_stops():
+    """The backup being written is finished and counted before Terminated is raised, so the
+    job's last line names the epoch that is on disk."""
+    previous = signal.getsignal(signal.SIGTERM)
+    io.stop_on_sigterm()
+    done = []
+    try:
+        with pytest.raises(io.Terminated):
+            with io.sigterm_after():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)  # the handler runs here, and must only take note
+                done.append("written")
+        assert done == ["written"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -169,3 +169,24 @@ def finish_first():
         signal.signal(signal.SIGTERM, previous)
         if received:
             print("SIGTERM arrived while the outputs were written: they were finished first.")
+
+
+@contextlib.contextmanager
+def sigterm_after():
+    """Hold a SIGTERM back while the block runs (an epoch's backup being written and counted),
+    then deliver it: the job stops right after, and what it says it kept is what is on disk.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if received:
+        if callable(previous):
+            previous(signal.SIGTERM, None)  # stop_on_sigterm's handler raises Terminated
+        else:
+            signal.raise_signal(signal.SIGTERM)  # the default action, or nothing if ignored

@@ -21,7 +21,14 @@ import numpy as np
 
 from . import TRAINING_VERSION, lr_range, models, prepare
 from .devices import host_facts
-from .io import NOTHING_KEPT, Terminated, atomic_path, atomic_write_text, finish_first
+from .io import (
+    NOTHING_KEPT,
+    Terminated,
+    atomic_path,
+    atomic_write_text,
+    finish_first,
+    sigterm_after,
+)
 from .tasks import HISTORY_METRICS, PRIMARY_METRIC, history_columns
 
 
@@ -107,9 +114,12 @@ class Checkpoint(keras.callbacks.Callback):
         }
         arrays = {f"v{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(variables)}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        with atomic_path(self.state_path, suffix=".npz") as tmp:
-            np.savez(tmp, **arrays)
-        self.epoch = epoch + 1
+        # A SIGTERM waits for the backup to be written and counted (tens of ms): otherwise it
+        # could land between the rename and the count, and the job would name the epoch before.
+        with sigterm_after():
+            with atomic_path(self.state_path, suffix=".npz") as tmp:
+                np.savez(tmp, **arrays)
+            self.epoch = epoch + 1
 
     @contextlib.contextmanager
     def on_termination(self, epochs: int):

@@ -153,22 +153,30 @@ def stop_on_sigterm() -> None:
 
 
 @contextlib.contextmanager
+def _sigterm_held():
+    """Hold a SIGTERM back while the block runs; yields (the signals received, the handler
+    that was in place). Signals reach the main thread only, so elsewhere nothing is held."""
+    if threading.current_thread() is not threading.main_thread():
+        yield [], None
+        return
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        yield received, previous
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
 def finish_first():
     """Hold a SIGTERM back while the block runs (a finished run's outputs being written), then
     let the job end normally: throwing a finished run away for its last second would cost all
     of it. The block must be short next to SLURM's `KillWait`.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signals reach the main thread only
-        return
-    received = []
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
-    try:
+    with _sigterm_held() as (received, _):
         yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if received:
-            print("SIGTERM arrived while the outputs were written: they were finished first.")
+    if received:
+        print("SIGTERM arrived while the outputs were written: they were finished first.")
 
 
 @contextlib.contextmanager
@@ -176,15 +184,8 @@ def sigterm_after():
     """Hold a SIGTERM back while the block runs (an epoch's backup being written and counted),
     then deliver it: the job stops right after, and what it says it kept is what is on disk.
     """
-    if threading.current_thread() is not threading.main_thread():
+    with _sigterm_held() as (received, previous):
         yield
-        return
-    received = []
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if received:
         if callable(previous):
             previous(signal.SIGTERM, None)  # stop_on_sigterm's handler raises Terminated

@@ -57,7 +57,8 @@ def identity(ds: dict) -> dict:
     out["features"] = list(ds["features"]) if ds.get("features") is not None else None
     if ds.get("test_path"):
         out["test_sha256"] = _sha256(Path(ds["test_path"]))
-    SHAPES.setdefault(out["sha256"], probe(ds))
+    if out["sha256"] not in SHAPES:  # once per file: every baseline and study resolves it
+        SHAPES[out["sha256"]] = probe(ds)
     return out
 
 

@@ -166,7 +166,7 @@ def test_unknown_override_path_names_key_file_and_expectation():
             "one of relu",
         ),
         (
-            lambda c: c["baselines"]["main"]["optimizer"].update(name="adamw"),
+            lambda c: c["baselines"]["main"]["optimizer"].update(name="adamx"),
             "optimizer.name",
             "one of sgd",
         ),

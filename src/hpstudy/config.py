@@ -23,9 +23,10 @@ from typing import Any
 import jsonschema
 import yaml
 
-from . import userdata
+from . import components, userdata, usermodel
 from .datasets import FILE_SOURCE, SOURCES, task_of
 from .ids import canonical_json
+from .tasks import history_columns
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -415,27 +416,152 @@ def invalid(files: Iterable[str | Path], path: Iterable[Any], expected: str, rec
     )
 
 
-#: Each optimizer's keys besides `name` and `learning_rate`, with Keras' defaults. A key that
-#: the chosen optimizer does not take (momentum for adam) is refused where it is written.
-OPTIMIZER_DEFAULTS = {
-    "sgd": {"momentum": 0.0, "nesterov": False},
-    "rmsprop": {"rho": 0.9, "momentum": 0.0},
-    "adam": {"beta_1": 0.9, "beta_2": 0.999},
-}
+def _type_ok(kind: str, value) -> bool:
+    """Whether `value` is of JSON type `kind` (`integers`, `numbers`: a list of them)."""
+    if kind in ("integers", "numbers"):
+        return (
+            isinstance(value, list) and bool(value) and all(_type_ok(kind[:-1], v) for v in value)
+        )
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if kind == "integer":
+        return isinstance(value, int)
+    return isinstance(value, int | float)
+
+
+_TYPE_NAMES = {"integer": "an integer", "number": "a number", "boolean": "true or false",
+               "integers": "a list of integers", "numbers": "a list of numbers"}  # fmt: skip
 
 
 def check_optimizer_key(name: str, key: str, value, path: list, files: Iterable[str | Path] = ()):
-    """`key` of an optimizer block (or `optimizer.<key>` of a study) must be one `name` takes.
+    """`key` of an optimizer block (or `optimizer.<key>` of a study) is one that optimizer `name`
+    takes in Keras (components.OPTIMIZERS), with a value of its type.
 
     A baseline's keys that another optimizer lacks are dropped when a study switches
     `optimizer.name` alone: that variant chose another optimizer, not another momentum.
     """
-    if key in ("name", "learning_rate") or key in OPTIMIZER_DEFAULTS[name]:
+    first = key.split(".", 1)[0]
+    if first in ("name", "learning_rate") or (first == "schedule" and "." in key):
         return
-    taken = ", ".join(["learning_rate", *OPTIMIZER_DEFAULTS[name]])
-    raise invalid(
-        files, path, f"a key that optimizer {name!r} takes: {taken} (it has no {key!r})", value
-    )
+    if first == "schedule":
+        check_schedule(value, path, files)
+        return
+    args = components.optimizer_args(name)
+    if first not in args:
+        taken = ", ".join(["learning_rate", *args, "schedule"])
+        raise invalid(
+            files,
+            path,
+            f"a key that optimizer {name!r} takes (an argument of keras.optimizers."
+            f"{components.OPTIMIZERS[name].keras_class}): {taken} (it has no {first!r})",
+            value,
+        )
+    kind = components.arg_type(first, args[first])
+    if "." not in key and not _type_ok(kind, value):
+        raise invalid(files, path, f"{_TYPE_NAMES[kind]} for optimizer {name!r}'s {first}", value)
+
+
+def check_schedule(schedule, path: list, files: Iterable[str | Path] = ()) -> None:
+    """An `optimizer.schedule`: a known name, its required arguments, and only its arguments."""
+    if not isinstance(schedule, dict) or schedule.get("name") not in components.SCHEDULES:
+        expected = "a mapping with a name, one of " + ", ".join(components.SCHEDULES)
+        raise invalid(files, path, expected, schedule)
+    entry = components.SCHEDULES[schedule["name"]]
+    for arg, value in schedule.items():
+        if arg == "name":
+            continue
+        if arg not in entry.args:
+            taken = ", ".join(entry.args)
+            expected = (
+                f"an argument of keras.optimizers.schedules.{entry.keras_class}: {taken} (the "
+                f"initial rate is optimizer.learning_rate; it has no {arg!r})"
+            )
+            raise invalid(files, [*path, arg], expected, value)
+        kind = components.schedule_type(entry, arg)
+        if not (value is None and entry.args[arg] is None) and not _type_ok(kind, value):
+            raise invalid(files, [*path, arg], _TYPE_NAMES[kind], value)
+    missing = [a for a, d in entry.args.items() if d == components.REQUIRED and a not in schedule]
+    if missing:
+        expected = f"the arguments {schedule['name']} requires: {', '.join(missing)}"
+        raise invalid(files, path, expected, schedule)
+    if schedule["name"] == "piecewise_constant_decay":
+        bounds, values = schedule["boundaries"], schedule["values"]
+        if len(values) != len(bounds) + 1 or bounds != sorted(set(bounds)):
+            expected = "increasing boundaries and one more value than boundaries"
+            raise invalid(files, path, expected, schedule)
+
+
+def check_training_callbacks(spec: dict, path: list, files: Iterable[str | Path] = ()) -> None:
+    """Early stopping and ReduceLROnPlateau monitor a recorded column; the latter needs a
+    plain learning rate (Keras cannot lower a schedule's)."""
+    training, task = spec["training"], spec["data"]["task"]
+    columns = [c for c in history_columns(task) if c not in ("epoch", "learning_rate")]
+    for key in components.CALLBACKS:
+        if training.get(key) is None:
+            continue
+        monitor = training[key]["monitor"]
+        if monitor not in columns:
+            expected = f"one of the recorded {task} metrics: {', '.join(columns)}"
+            raise invalid(files, [*path, "training", key, "monitor"], expected, monitor)
+    if training.get("reduce_lr_on_plateau") is not None and spec["optimizer"].get("schedule"):
+        raise invalid(
+            files,
+            [*path, "training", "reduce_lr_on_plateau"],
+            "a plain learning rate: ReduceLROnPlateau cannot lower the rate of "
+            "optimizer.schedule (use one or the other)",
+            spec["optimizer"]["schedule"],
+        )
+
+
+def check_model_file(model: dict, path: list, files: Iterable[str | Path] = ()) -> None:
+    """A user model's file (and helper files) exist and parse, with the function it names."""
+    for i, file in enumerate([model["file"], *(model.get("files") or [])]):
+        at = [*path, "file"] if i == 0 else [*path, "files", i - 1]
+        if not Path(file).is_file():
+            expected = f"a Python file (looked for {Path(file).resolve()})"
+            raise invalid(files, at, expected, file)
+        if i == 0 and Path(file).suffix != ".py":
+            raise invalid(files, at, "a .py file", file)
+    try:
+        usermodel.inspect_file(model["file"], model["function"], tuple(model.get("files") or ()))
+    except usermodel.ModelFileError as exc:
+        raise invalid(
+            files, [*path, "function"], f"a function of the file: {exc}", model["function"]
+        ) from None
+
+
+COMPILED = components.COMPILED
+#: The optimizer section a baseline has when it sets none (the schema's defaults).
+DEFAULT_OPTIMIZER = {"name": "sgd", "learning_rate": 0.01}
+
+
+def compiled_by_file(model: dict) -> str | None:
+    """The model file's name if the config's or spec's user model compiles its own model."""
+    if model.get("kind") != "python":
+        return None
+    if isinstance(model["file"], dict):
+        facts, name = usermodel.facts_of(model), usermodel.file_paths(model)[0]
+    else:
+        facts = usermodel.inspect_file(model["file"], model["function"],
+                                       tuple(model.get("files") or ()))  # fmt: skip
+        name = model["file"]
+    return name if facts.compiles else None
+
+
+def check_compiled_optimizer(base: dict, path: list, files: Iterable[str | Path] = ()) -> None:
+    """A model its own file compiles keeps its optimizer: the baseline may not set one."""
+    name = compiled_by_file(base["model"])
+    if name and base["optimizer"] != DEFAULT_OPTIMIZER:
+        raise invalid(
+            files,
+            path,
+            f"no optimizer: {name} compiles its own model, whose optimizer, loss and metrics "
+            "stand (drop the optimizer section, or return the model uncompiled to have the "
+            "config's optimizer compile it)",
+            base["optimizer"],
+        )
 
 
 def check_config(config: dict, files: Iterable[str | Path] = ()) -> None:
@@ -451,6 +577,9 @@ def check_config(config: dict, files: Iterable[str | Path] = ()) -> None:
         for key in base["optimizer"]:
             at = ["baselines", name, "optimizer", key]
             check_optimizer_key(base["optimizer"]["name"], key, base["optimizer"][key], at, files)
+        if base["model"]["kind"] == "python":
+            check_model_file(base["model"], ["baselines", name, "model"], files)
+            check_compiled_optimizer(base, ["baselines", name, "optimizer"], files)
     for name, ds in config["datasets"].items():
         check_dataset(name, ds, files)
     check_repeats_vary(config["repeats_vary"], ["repeats_vary"], files)
@@ -623,8 +752,27 @@ def check_varied_split(spec: dict, study: str, label: str, path: list, files=())
     )
 
 
+def _addable(spec: dict, key: str) -> bool:
+    """A path absent from the spec that a study may still set: an optimizer argument (checked
+    against the optimizer the variant ends up with), a schedule, a training callback."""
+    parts = key.split(".")
+    if parts[0] == "optimizer" and len(parts) >= 2 and spec["optimizer"]["name"] != COMPILED:
+        known = {a for name in components.OPTIMIZERS for a in components.optimizer_args(name)}
+        return parts[1] in known or parts[1] == "schedule"
+    return parts[0] == "training" and len(parts) >= 2 and parts[1] in components.CALLBACKS
+
+
 def check_override_path(spec: dict, key: str, at: list, files: Iterable[str | Path] = ()) -> None:
     """A dotted path that a study overrides exists in the spec it is applied to."""
+    if key.startswith("optimizer.") and spec["optimizer"]["name"] == COMPILED:
+        name = usermodel.file_paths(spec["model"])[0]
+        expected = (
+            f"no optimizer key: {name} compiles its own model, whose optimizer stands (return "
+            "the model uncompiled to study the optimizer)"
+        )
+        raise invalid(files, at, expected, key)
+    if _addable(spec, key):
+        return
     node: Any = spec
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -638,6 +786,13 @@ def _missing_path_hint(spec: dict, key: str) -> str:
     section: Any = spec
     for part in parent.split(".") if parent else []:
         section = section.get(part) if isinstance(section, dict) else None
+    if parent == "model.hyperparameters":
+        return (
+            "a hyperparameter the baseline declares: give it its baseline value in the "
+            "baseline's model.hyperparameters (declared: "
+            + (", ".join(sorted(section)) if isinstance(section, dict) and section else "none")
+            + ")"
+        )
     if parent and isinstance(section, dict):
         hint = f"a dotted path that exists in the baseline spec; `{parent}` there has the keys "
         hint += ", ".join(sorted(section))
@@ -669,7 +824,10 @@ def check_spec(spec: dict, path: list, files: Iterable[str | Path] = ()) -> None
     if spec["keras_backend"] not in ("tensorflow", "jax"):  # the schema's enum
         expected = "one of tensorflow, jax for `keras_backend`"
         raise invalid(files, path, expected, spec["keras_backend"])
+    user_model = spec["model"]["kind"] == "python"
     for where, section in SPEC_SECTIONS.items():
+        if (user_model and section == "model") or spec[where[0]].get("name") == COMPILED:
+            continue  # a user model's spec holds its files' SHA-256, not their paths
         value: Any = spec
         for part in where:
             value = value[part]
@@ -677,6 +835,16 @@ def check_spec(spec: dict, path: list, files: Iterable[str | Path] = ()) -> None
             raise invalid(
                 files, path, f"{expected} for `{format_path([*where, *err_path])}`", received
             )
+    if user_model:
+        problem = usermodel.check_hyperparameters(spec["model"])
+        if problem:
+            name, expected = problem
+            received = spec["model"]["hyperparameters"].get(name) if name else None
+            where = "model.hyperparameters" + (f".{name}" if name else "")
+            raise invalid(files, path, f"{expected}, for `{where}`", received or name or {})
+    if spec["optimizer"].get("schedule"):
+        check_schedule(spec["optimizer"]["schedule"], [*path, "optimizer.schedule"], files)
+    check_training_callbacks(spec, path, files)
 
 
 @functools.cache
@@ -733,13 +901,6 @@ def check_lr_range_source(tests: dict, baseline: str, lr: str, path: list, files
 
 # Bounds of the plan, checked by the planner before any job -------------------------------------
 
-#: Optimizer slots (tensors the size of the weights) that each optimizer keeps, as Keras does.
-OPTIMIZER_SLOTS = {
-    "sgd": lambda opt: 1 if opt.get("momentum") else 0,  # momentum velocities
-    "rmsprop": lambda opt: 2 if opt.get("momentum") else 1,  # mean squares (+ momentum)
-    "adam": lambda opt: 2,  # first and second moments
-}
-
 
 def _shape_source(data: dict):
     """The registered source, or for a user's file one with the shape planning read from it
@@ -768,6 +929,15 @@ def estimate_memory(spec: dict) -> dict:
     """
     source = _shape_source(spec["data"])
     model, opt = spec["model"], spec["optimizer"]
+    rows, n = source.rows, spec["data"].get("subsample", 0)
+    if n:  # the first n training rows and n/4 validation and test rows
+        rows = min(rows, n + 2 * max(1, n // 4))
+    if not components.MODEL_KINDS[model["kind"]].dense_memory:
+        # A user's model: its size is known only once built; the data's is known now.
+        parts = {"weights": 0, "activations": 0, "data": rows * source.features * 4}
+        return {"bytes": parts["data"], "parts": parts, "parameters": None, "slots": 0,
+                "batch": min(spec["training"]["batch_size"], rows), "rows": rows,
+                "features": source.features}  # fmt: skip
     outputs = source.n_classes if spec["data"]["task"] == "classification" else 1
     hidden = list(model["hidden"])
     last = hidden[-1] + (source.features if model["kind"] == "wide_deep" else 0)
@@ -775,10 +945,7 @@ def estimate_memory(spec: dict) -> dict:
         sum((inputs + 1) * units for inputs, units in zip([source.features, *hidden], hidden))
         + (last + 1) * outputs
     )
-    slots = OPTIMIZER_SLOTS[opt["name"]](opt)
-    rows, n = source.rows, spec["data"].get("subsample", 0)
-    if n:  # the first n training rows and n/4 validation and test rows
-        rows = min(rows, n + 2 * max(1, n // 4))
+    slots = components.optimizer_slots(opt)
     batch = min(spec["training"]["batch_size"], rows)
     widths = source.features + sum(hidden) + outputs
     widths += last if model["kind"] == "wide_deep" else 0  # the concatenation

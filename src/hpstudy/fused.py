@@ -31,14 +31,15 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import numpy as np
 
-from . import lr_range, models
+from . import components, lr_range, models, stopping
 from .devices import host_facts
 from .io import finish_first
-from .stacked import StackedModel
+from .stacked import StackedModel, Unstackable
 from .training import (
     Checkpoint,
     EpochClock,
@@ -49,6 +50,7 @@ from .training import (
     load_inputs,
     run_results,
     timing_facts,
+    train_run,
     write_run_outputs,
 )
 
@@ -59,11 +61,20 @@ class FusedRecorder(EpochClock):
     `rows` and `seconds` are what `training.Checkpoint` backs up and restores (per tower).
     """
 
-    def __init__(self, task: str, runs: list[str]):
+    role = "early_stopping"  # its per-tower early stopping state is in the backup
+
+    def __init__(self, task: str, runs: list[str], early_stopping: dict | None = None):
         self.towers = [Recorder(task) for _ in runs]
         super().__init__()  # its `seconds`: one list, shared by the towers (one step for all)
         self.task = task
         self.runs = runs
+        # training.early_stopping, one rule per tower: a stopped tower's history ends there,
+        # and its weights are those of that epoch (or of its best, restore_best_weights).
+        self.rules = (
+            [stopping.EarlyStopping(early_stopping) for _ in runs] if early_stopping else []
+        )
+        self.best: list = [None] * len(runs)  # each tower's weights at its best epoch
+        self.frozen: list = [None] * len(runs)  # each stopped tower's weights when it stopped
 
     @property
     def rows(self) -> list[list[dict]]:
@@ -86,8 +97,57 @@ class FusedRecorder(EpochClock):
             tower.seconds = seconds
 
     def alive(self) -> list[int]:
-        """The towers still training (not diverged)."""
-        return [k for k, tower in enumerate(self.towers) if tower.diverged_epoch is None]
+        """The towers still training (not diverged, not stopped early)."""
+        return [
+            k
+            for k, tower in enumerate(self.towers)
+            if tower.diverged_epoch is None and not (self.rules and self.rules[k].stopped)
+        ]
+
+    def early_stop(self, k: int, epoch: int, row: dict) -> None:
+        """Tower k's early-stopping step on its epoch's row (finite losses only)."""
+        rule = self.rules[k]
+        actions = rule.step(epoch, row[rule.monitor])
+        if rule.SNAPSHOT in actions:
+            self.best[k] = self.model.tower_weights(k)
+        if rule.STOP in actions:
+            self.frozen[k] = self.model.tower_weights(k)
+            print(f"{self.runs[k]}: early stopping at epoch {epoch + 1} ({rule.monitor} best "
+                  f"{rule.best:.6g}); the other repeats train on", flush=True)  # fmt: skip
+
+    def final_weights(self, k: int) -> list | None:
+        """The snapshot tower k ends with (Keras' on_train_end), or None: its last weights."""
+        if not self.rules:
+            return None
+        if self.rules[k].restore_best_weights and self.best[k] is not None:
+            return self.best[k]
+        return self.frozen[k]
+
+    def summaries(self, k: int) -> list:
+        """Tower k's early stopping, as training.run_results takes the callbacks."""
+        if not self.rules:
+            return []
+        return [SimpleNamespace(role=self.role, summary=self.rules[k].summary)]
+
+    def state(self) -> tuple[dict, list]:
+        best = [k for k, w in enumerate(self.best) if w is not None]
+        frozen = [k for k, w in enumerate(self.frozen) if w is not None]
+        arrays = [a for k in best for a in self.best[k]] + [
+            a for k in frozen for a in self.frozen[k]
+        ]
+        rules = [rule.state() for rule in self.rules]
+        return {"rules": rules, "best": best, "frozen": frozen}, arrays
+
+    def load(self, state: dict, arrays: list) -> None:
+        snapshots = len(state["best"]) + len(state["frozen"])
+        n = len(arrays) // snapshots if snapshots else 0
+        chunks = iter([arrays[i * n : (i + 1) * n] for i in range(snapshots)])
+        for rule, rule_state in zip(self.rules, state["rules"]):
+            rule.load(rule_state)
+        for k in state["best"]:
+            self.best[k] = next(chunks)
+        for k in state["frozen"]:
+            self.frozen[k] = next(chunks)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
@@ -103,6 +163,8 @@ class FusedRecorder(EpochClock):
                 tower.diverged_epoch = epoch + 1
                 print(f"{self.runs[k]}: loss is not finite at epoch {epoch + 1}: recorded as "
                       "diverged; the other repeats train on", flush=True)  # fmt: skip
+            elif self.rules and math.isfinite(row[self.rules[k].monitor]):
+                self.early_stop(k, epoch, row)
         total = (self.params or {}).get("epochs", "?")
         print(f"Epoch {epoch + 1}/{total} - {self.seconds[-1]:.3f} s - loss/val_loss "
               + " - ".join(shown), flush=True)  # fmt: skip
@@ -234,18 +296,31 @@ def train_repeats(
     and is removed once every run's outputs are written. Returns each run's metrics dict.
     """
     started = time.time()
-    spec, lr_source = lr_range.resolve_learning_rate(spec, lr_suggestion)
+    resolved, lr_source = lr_range.resolve_learning_rate(spec, lr_suggestion)
     # Towers of one prepared file share one copy of it (and one gather per batch).
     loaded = {
-        str(p): load_inputs(spec["data"], p, None) for p in dict.fromkeys(map(str, data_paths))
+        str(p): load_inputs(resolved["data"], p, None) for p in dict.fromkeys(map(str, data_paths))
     }
     inputs = [loaded[str(path)] for path in data_paths]
-    towers = [build_compiled(spec, info, seed) for (_, info), seed in zip(inputs, seeds)]
-    model = StackedModel(towers, spec["data"]["task"])
+    towers = [
+        build_compiled(resolved, info, seed, sample=arrays["x_train"][:8] if k == 0 else None)
+        for k, ((arrays, info), seed) in enumerate(zip(inputs, seeds))
+    ]
+    try:
+        if resolved["optimizer"]["name"] == components.COMPILED:
+            raise Unstackable("a model compiled by its own file")
+        from_logits = bool(getattr(towers[0].loss, "from_logits", False))
+        model = StackedModel(towers, resolved["data"]["task"], from_logits)
+    except Unstackable as exc:
+        # The plan stacks what it can tell from the config and the model file's source; a
+        # model that turns out otherwise trains its repeats one after another, as R jobs would.
+        return train_one_by_one(spec, data_paths, outs, seeds, runs, experiment, device,
+                                lr_suggestion, f"it has {exc}")  # fmt: skip
+    spec = resolved
     model.compile(optimizer=models.build_optimizer(spec["optimizer"]))
-    recorder = FusedRecorder(spec["data"]["task"], runs)
+    recorder = FusedRecorder(spec["data"]["task"], runs, spec["training"].get("early_stopping"))
     backup = Path(outs[0]["history"]).parents[1] / f"backup-{len(runs)}-repeats"
-    checkpoint = Checkpoint(backup, recorder)
+    checkpoint = Checkpoint(backup, recorder, [recorder] if recorder.rules else [])
     checkpoint.set_model(model)
     initial_epoch = checkpoint.restore()
     training = spec["training"]
@@ -262,23 +337,39 @@ def train_repeats(
     # A SIGTERM from here on waits for the outputs: the training is done.
     with finish_first():
         timing = fused_timing(recorder, started, initial_epoch, len(runs))
+        for k in range(len(runs)):  # a stopped tower ends as it stopped, or at its best
+            if recorder.final_weights(k) is not None:
+                model.set_tower(k, recorder.final_weights(k))
         tests = evaluate_towers(model, [a for a, _ in inputs], training)
         model.unstack(towers)
         context = {"experiment": experiment, "fold": None, "learning_rate": lr_source}
         context["host"] = host_facts(device)
         results = [
             write_tower(spec, towers[k], recorder.towers[k], tests[k], outs[k],
-                        {**context, "run": run, "seed": seeds[k], "timing": timing})
+                        {**context, "run": run, "seed": seeds[k], "timing": timing},
+                        recorder.summaries(k))
             for k, run in enumerate(runs)
         ]  # fmt: skip
         checkpoint.remove()
     return results
 
 
-def write_tower(spec: dict, tower, rows: Recorder, test: dict, out: dict, facts: dict) -> dict:
+def train_one_by_one(spec, data_paths, outs, seeds, runs, experiment, device, lr, why) -> list:
+    """The repeats of a fused job that cannot be stacked, trained one after another."""
+    print(f"Cannot stack the repeats of {experiment}: {why}. Training them one after another.",
+          flush=True)  # fmt: skip
+    return [
+        train_run(spec, data_paths[k], outs[k], seeds[k], run, experiment, device,
+                  lr_suggestion=lr, extra={"fused": {"stacked": False, "why": why}})
+        for k, run in enumerate(runs)
+    ]  # fmt: skip
+
+
+def write_tower(spec: dict, tower, rows: Recorder, test: dict, out: dict, facts: dict,
+                stateful=()) -> dict:  # fmt: skip
     """Write one tower's run outputs (`test`: its test loss and metrics); its metrics.json dict."""
     tower.optimizer.build(tower.trainable_variables)  # so its model.keras loads without warning
-    metrics = {**facts, **run_results(spec, tower, rows, rows.diverged_epoch, test)}
+    metrics = {**facts, **run_results(spec, tower, rows, rows.diverged_epoch, test, stateful)}
     write_run_outputs(out, tower, rows, metrics)
     return metrics
 

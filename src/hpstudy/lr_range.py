@@ -121,7 +121,9 @@ def resolve_learning_rate(spec: dict, suggestion_path: str | Path | None) -> tup
 
     Returns (spec with a numeric learning rate, {"value", "source", ...}) for metrics.json.
     """
-    lr = spec["optimizer"]["learning_rate"]
+    lr = spec["optimizer"].get("learning_rate")
+    if lr is None:  # a model its own file compiled: its optimizer's rate
+        return spec, {"value": None, "source": "model file"}
     if not isinstance(lr, str):
         return spec, {"value": float(lr), "source": "config"}
     test_id = lr.rsplit("@", 1)[-1]

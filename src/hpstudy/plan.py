@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import TRAINING_VERSION, userdata
+from . import TRAINING_VERSION, components, userdata, usermodel
 from . import config as checks
 from .datasets import FILE_SOURCE, task_of
 from .ids import canonical_json, derive_seed, parse_run, short_hash, slugify
@@ -33,9 +33,6 @@ FLOAT_PATHS = (
     ("data", "scaler", "target_by"),
 )
 
-# Optimizer keys that mean something for each optimizer, with Keras' defaults.
-OPTIMIZER_DEFAULTS = checks.OPTIMIZER_DEFAULTS
-
 
 def get_path(spec: dict, path: str) -> Any:
     """The value at dotted `path` of `spec`; KeyError if a part is missing."""
@@ -48,11 +45,11 @@ def get_path(spec: dict, path: str) -> Any:
 
 
 def set_path(spec: dict, path: str, value: Any) -> None:
-    """Set dotted `path` of `spec` to a copy of `value` (its parents must exist)."""
+    """Set dotted `path` of `spec` to a copy of `value`, making missing parent sections."""
     parts = path.split(".")
     node = spec
     for part in parts[:-1]:
-        node = node[part]
+        node = node.setdefault(part, {})
     node[parts[-1]] = copy.deepcopy(value)
 
 
@@ -70,8 +67,52 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def _number(value: Any) -> Any:
+    """An int as a float (so `0` and `0.0` hash alike); bools, strings and None as they are."""
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def normalise_optimizer(opt: dict) -> dict:
+    """The optimizer section as the id sees it: the keys `components.OPTIMIZERS` fills with
+    their Keras defaults, then any other argument only where it differs from its default
+    (so a new key never changes an existing id), numbers as floats where Keras' are."""
+    if opt["name"] == checks.COMPILED:
+        return {"name": checks.COMPILED}
+    lr = opt["learning_rate"]
+    kept = {"name": opt["name"], "learning_rate": lr if isinstance(lr, str) else float(lr)}
+    entry, args = components.OPTIMIZERS[opt["name"]], components.optimizer_args(opt["name"])
+    for key, default in args.items():
+        value = opt.get(key, default)
+        if components.arg_type(key, default) == "number":
+            value = _number(value)
+        if key in entry.filled or value != default:
+            kept[key] = value
+    if opt.get("schedule"):
+        kept["schedule"] = normalise_schedule(opt["schedule"], kept)
+    return kept
+
+
+def normalise_schedule(schedule: dict, opt: dict) -> dict:
+    """A schedule with its defaults filled; PiecewiseConstantDecay's first value is the
+    optimizer's learning rate (it has no initial rate of its own)."""
+    entry = components.SCHEDULES[schedule["name"]]
+    out = {"name": schedule["name"]}
+    for key, default in entry.args.items():
+        value = schedule.get(key, default)
+        kind = components.schedule_type(entry, key)
+        if kind == "number":
+            value = _number(value)
+        elif kind == "numbers" and isinstance(value, list):
+            value = [_number(v) for v in value]
+        out[key] = value
+    if schedule["name"] == "piecewise_constant_decay" and isinstance(out["values"], list):
+        opt["learning_rate"] = out["values"][0]
+    return out
+
+
 def _normalise(spec: dict) -> dict:
-    """Cast float fields and keep only the optimizer keys that apply, filling Keras' defaults."""
+    """Cast float fields, give a user model's files by their SHA-256, and keep only the
+    optimizer keys that apply, filling Keras' defaults."""
     for path in FLOAT_PATHS:
         node = spec
         for part in path[:-1]:
@@ -79,13 +120,18 @@ def _normalise(spec: dict) -> dict:
         if isinstance(node, dict) and path[-1] in node and isinstance(node[path[-1]], int):
             if not isinstance(node[path[-1]], bool):
                 node[path[-1]] = float(node[path[-1]])
-    opt = spec["optimizer"]
-    lr = opt["learning_rate"]
-    kept = {"name": opt["name"], "learning_rate": float(lr) if not isinstance(lr, str) else lr}
-    for key, default in OPTIMIZER_DEFAULTS[opt["name"]].items():
-        value = opt.get(key, default)
-        kept[key] = float(value) if isinstance(default, float) else value
-    spec["optimizer"] = kept
+    if spec["model"]["kind"] == "python":
+        spec["model"] = usermodel.identity(spec["model"])
+        if checks.compiled_by_file(spec["model"]):
+            spec["optimizer"] = {"name": checks.COMPILED}
+    spec["optimizer"] = normalise_optimizer(spec["optimizer"])
+    for key, callback in components.CALLBACKS.items():
+        settings = spec["training"].get(key)
+        if settings is not None:
+            spec["training"][key] = {
+                arg: _number(settings.get(arg, d)) if isinstance(d, float) else settings.get(arg, d)
+                for arg, d in callback.args.items()
+            }
     split = spec["data"]["split"]
     for key in ("test", "validation"):
         if isinstance(split[key], float) or (isinstance(split[key], int) and key == "test"):
@@ -326,11 +372,32 @@ class Plan:
         """
         if not self.config["execution"]["fuse_repeats"] or self.config["logging"]["tensorboard"]:
             return {}
+        unfused = self.not_fused()
+        return {exp: n for exp, n in self._repeat_counts().items() if exp not in unfused}
+
+    def _repeat_counts(self) -> dict:
+        """Experiment -> its planned repeats, for those with two or more."""
         counts: dict = {}
         for run in self.runs.values():
             if run.repeat is not None:
                 counts[run.experiment] = counts.get(run.experiment, 0) + 1
         return {exp: n for exp, n in counts.items() if n >= 2}
+
+    def not_fused(self) -> dict:
+        """Experiment -> why its repeats train as separate runs although fusing is on: the
+        registry's answer for its model, optimizer and callbacks (`components.fuse_answer`)."""
+        if not self.config["execution"]["fuse_repeats"] or self.config["logging"]["tensorboard"]:
+            return {}
+        out = {}
+        for exp in self._repeat_counts():
+            spec = self.experiments[exp].spec
+            model = None
+            if spec["model"]["kind"] == "python":
+                model = usermodel.facts_of(spec["model"]).unstackable
+            reason = components.fuse_answer(spec, model)
+            if reason:
+                out[exp] = reason
+        return out
 
     def lr_range_users(self, test_id: str) -> list:
         """(study title, variant label, experiment id) of every variant that takes the suggestion."""
@@ -614,7 +681,7 @@ class _Builder:
 
     def resolve_lr(self, spec: dict, path: list) -> dict:
         """Name the test behind `lr_range:<baseline>`, so the experiment id changes with it."""
-        lr = spec["optimizer"]["learning_rate"]
+        lr = spec["optimizer"].get("learning_rate")
         if not isinstance(lr, str) or "@" in lr:
             return spec
         baseline = lr.split(":", 1)[1]

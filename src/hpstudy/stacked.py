@@ -88,9 +88,8 @@ def _constant(value):
 
 def _penalty(penalty, weight):
     """Keras' L1, L2 and L1L2 penalties of each tower's slice of `weight` (not of all towers)."""
-    if not isinstance(penalty, keras.regularizers.L1 | keras.regularizers.L2
-                      | keras.regularizers.L1L2):  # fmt: skip
-        raise ValueError(f"Cannot fuse repeats with the penalty {penalty!r}")
+    if not isinstance(penalty, _PENALTIES):
+        raise Unstackable(f"the penalty {penalty!r}")
     axes = tuple(range(1, len(weight.shape)))
     config = penalty.get_config()
     l1, l2 = config.get("l1", 0.0), config.get("l2", 0.0)
@@ -148,10 +147,48 @@ def _per_sample_metrics(task: str) -> list:
     ]
 
 
-def _per_sample_loss(task: str):
+def _per_sample_loss(task: str, from_logits: bool = False):
     if task == "classification":
+        if from_logits:
+            return lambda y, p: keras.losses.sparse_categorical_crossentropy(y, p, from_logits=True)
         return keras.losses.sparse_categorical_crossentropy
     return keras.losses.mean_squared_error
+
+
+class Unstackable(ValueError):
+    """A model the fused engine cannot stack: its repeats train one after another instead."""
+
+
+_PENALTIES = (keras.regularizers.L1, keras.regularizers.L2, keras.regularizers.L1L2)
+
+
+def check_stackable(model: keras.Model) -> None:
+    """Refuse (Unstackable) a model whose layers or settings `StackedModel` would not copy:
+    it stacks a chain of Flatten, Dense (L1/L2 penalties, no constraints or activity penalty)
+    and Dropout layers, with Concatenate only as the built-in wide & deep joins its input."""
+    for i, layer in enumerate(model.layers):
+        kind = type(layer)
+        if kind not in (keras.layers.InputLayer, keras.layers.Flatten, keras.layers.Dense,
+                        keras.layers.Dropout, keras.layers.Concatenate):  # fmt: skip
+            raise Unstackable(f"a {kind.__name__} layer ({layer.name!r}, layer {i})")
+        if kind is keras.layers.Concatenate and model.name != "wide_deep":
+            raise Unstackable(
+                f"a Concatenate layer ({layer.name!r}) outside the built-in wide_deep"
+            )
+        if kind is keras.layers.Dense:
+            for attr in ("kernel_regularizer", "bias_regularizer"):
+                penalty = getattr(layer, attr)
+                if penalty is not None and type(penalty) not in _PENALTIES:
+                    raise Unstackable(f"the {attr} {penalty!r} of layer {layer.name!r}")
+            if (
+                layer.activity_regularizer is not None
+                or layer.kernel_constraint is not None
+                or layer.bias_constraint is not None
+                or getattr(layer, "lora_enabled", False)
+            ):
+                raise Unstackable(f"an activity penalty, constraint or LoRA on {layer.name!r}")
+        if kind is keras.layers.Dropout and (layer.noise_shape is not None):
+            raise Unstackable(f"a Dropout with a noise_shape ({layer.name!r})")
 
 
 class StackedModel(keras.Model):
@@ -165,9 +202,11 @@ class StackedModel(keras.Model):
     `t<k>_<metric>` for every tower k (and `val_` of each).
     """
 
-    def __init__(self, towers: list, task: str, **kwargs):
+    def __init__(self, towers: list, task: str, from_logits: bool = False, **kwargs):
         super().__init__(name="stacked", **kwargs)
         self.repeats, self.task = len(towers), task
+        for tower in towers:
+            check_stackable(tower)
         self.input_size = math.prod(towers[0].input_shape[1:])
         self.steps = [self._stack(i, [t.layers[i] for t in towers])
                       for i in range(len(towers[0].layers))]  # fmt: skip
@@ -175,7 +214,7 @@ class StackedModel(keras.Model):
         metrics = _per_sample_metrics(task)
         self.tower_metrics = [StackedMean(name, self.repeats, root) for name, _, root in metrics]
         self.metric_functions = [fn for _, fn, _ in metrics]
-        self.loss_function = _per_sample_loss(task)
+        self.loss_function = _per_sample_loss(task, from_logits)
 
     @staticmethod
     def _stack(index: int, layers: list):
@@ -189,10 +228,7 @@ class StackedModel(keras.Model):
             return StackedDropout(layers)
         if isinstance(first, keras.layers.Concatenate):
             return "concatenate_input"  # wide & deep: [flattened input, deep path]
-        raise ValueError(
-            f"Cannot fuse repeats of a model with a {type(first).__name__} layer "
-            f"({first.name!r}, layer {index}): set execution.fuse_repeats: false"
-        )
+        raise Unstackable(f"a {type(first).__name__} layer ({first.name!r}, layer {index})")
 
     def call(self, x, training=False):
         x = self._towers_axis(x)
@@ -215,6 +251,23 @@ class StackedModel(keras.Model):
             if isinstance(step, StackedDense):
                 step.unstack_into([t.layers[i] for t in towers])
         return towers
+
+    def tower_weights(self, k: int) -> list:
+        """Tower k's slice of every stacked weight, as arrays (a stopped tower's snapshot)."""
+        return [ops.convert_to_numpy(w)[k] for step in self.steps
+                if isinstance(step, StackedDense) for w in (step.kernel, step.bias)
+                if w is not None]  # fmt: skip
+
+    def set_tower(self, k: int, weights: list) -> None:
+        """Put a snapshot of tower k (`tower_weights`) back into its slice of the weights."""
+        values = iter(weights)
+        for step in self.steps:
+            if isinstance(step, StackedDense):
+                for w in (step.kernel, step.bias):
+                    if w is not None:
+                        stacked = ops.convert_to_numpy(w).copy()
+                        stacked[k] = next(values)
+                        w.assign(stacked)
 
     def _towers_axis(self, x):
         """`x` of `(batch, R, ...)`, or of `(batch, 1, ...)`: data all towers share."""

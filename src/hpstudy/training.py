@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import shutil
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import TRAINING_VERSION, lr_range, models, prepare
+from . import TRAINING_VERSION, components, lr_range, models, prepare, stopping, usermodel
 from .devices import host_facts
 from .io import (
     NOTHING_KEPT,
@@ -65,10 +66,13 @@ class Checkpoint(keras.callbacks.Callback):
     complete backup or the new one. Plain numpy is 7-10x cheaper than an h5 weights file.
     """
 
-    def __init__(self, backup_dir: Path, recorder: Recorder):
+    def __init__(self, backup_dir: Path, recorder: Recorder, stateful: list = ()):
         super().__init__()
         self.dir = Path(backup_dir)
         self.recorder = recorder
+        # Callbacks whose state a resumed run needs (early stopping, plateau): each has a
+        # `role`, `state()` -> (JSON-able dict, [arrays]) and `load(dict, [arrays])`.
+        self.stateful = list(stateful)
         self.state_path = self.dir / "state.npz"
         self.epoch = 0  # epochs the backup on disk holds
 
@@ -87,6 +91,10 @@ class Checkpoint(keras.callbacks.Callback):
             with np.load(self.state_path, allow_pickle=False) as npz:
                 meta = json.loads(npz["meta"].tobytes().decode())
                 values = [npz[f"v{i}"] for i in range(len(variables))]
+                extra = {
+                    c.role: [npz[f"{c.role}_{i}"] for i in range(meta["arrays"][c.role])]
+                    for c in self.stateful
+                }
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             print(f"Ignoring unreadable backup {self.state_path} ({exc}): starting over")
             return 0
@@ -98,6 +106,8 @@ class Checkpoint(keras.callbacks.Callback):
             return 0
         for var, value in zip(variables, values):
             var.assign(value)
+        for callback in self.stateful:
+            callback.load(meta["callbacks"][callback.role], extra[callback.role])
         self.recorder.rows = meta["rows"]
         self.recorder.seconds = meta["seconds"]
         print(f"Resuming from the backup at epoch {meta['epoch']} ({self.dir})", flush=True)
@@ -111,8 +121,14 @@ class Checkpoint(keras.callbacks.Callback):
             "rows": self.recorder.rows,
             "seconds": self.recorder.seconds,
             "variables": len(variables),
+            "callbacks": {},
+            "arrays": {},
         }
         arrays = {f"v{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(variables)}
+        for callback in self.stateful:
+            state, kept = callback.state()
+            meta["callbacks"][callback.role], meta["arrays"][callback.role] = state, len(kept)
+            arrays.update({f"{callback.role}_{i}": a for i, a in enumerate(kept)})
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         # A SIGTERM waits for the backup to be written and counted (tens of ms): otherwise it
         # could land between the rename and the count, and the job would name the epoch before.
@@ -210,6 +226,91 @@ def history_row(logs: dict, task: str, epoch: int, lr: float, prefix: str = "") 
         row[f"val_{name}"] = float(logs.get(f"val_{prefix}{name}", math.nan))
     row["learning_rate"] = lr
     return row
+
+
+class EarlyStop(keras.callbacks.Callback):
+    """`training.early_stopping` (stopping.EarlyStopping), its state in the epoch backup."""
+
+    role = "early_stopping"
+
+    def __init__(self, settings: dict):
+        super().__init__()
+        self.rule = stopping.EarlyStopping(settings)
+        self.best_weights: list | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.rule.stopped
+
+    def on_epoch_end(self, epoch, logs=None):
+        current = (logs or {}).get(self.rule.monitor)
+        if current is None or not math.isfinite(current):  # a diverged run is recorded so
+            return
+        actions = self.rule.step(epoch, float(current))
+        if self.rule.SNAPSHOT in actions:
+            self.best_weights = self.model.get_weights()
+        if self.rule.STOP in actions:
+            self.model.stop_training = True
+            print(f"Early stopping at epoch {epoch + 1}: {self.rule.monitor} has not improved "
+                  f"for {self.rule.wait} epochs (best {self.rule.best:.6g})", flush=True)  # fmt: skip
+
+    def finish(self, model: keras.Model) -> None:
+        """Keras' on_train_end: the best epoch's weights, with restore_best_weights."""
+        if self.rule.restore_best_weights and self.best_weights is not None:
+            model.set_weights(self.best_weights)
+
+    def summary(self) -> dict:
+        return self.rule.summary()
+
+    def state(self) -> tuple[dict, list]:
+        return self.rule.state(), list(self.best_weights or [])
+
+    def load(self, state: dict, arrays: list) -> None:
+        self.rule.load(state)
+        self.best_weights = arrays or None
+
+
+class PlateauLR(keras.callbacks.Callback):
+    """`training.reduce_lr_on_plateau` (stopping.Plateau), its state in the epoch backup."""
+
+    role = "reduce_lr_on_plateau"
+    stopped = False
+
+    def __init__(self, settings: dict):
+        super().__init__()
+        self.rule = stopping.Plateau(settings)
+
+    def on_epoch_end(self, epoch, logs=None):
+        current = (logs or {}).get(self.rule.monitor)
+        if current is None or not math.isfinite(current):
+            return
+        new_lr = self.rule.step(epoch, float(current), learning_rate(self.model))
+        if new_lr is not None:
+            self.model.optimizer.learning_rate = new_lr
+            print(f"Epoch {epoch + 1}: {self.rule.monitor} on a plateau, learning rate "
+                  f"lowered to {new_lr:.6g}", flush=True)  # fmt: skip
+
+    def finish(self, model: keras.Model) -> None:
+        pass
+
+    def summary(self) -> dict:
+        return self.rule.summary()
+
+    def state(self) -> tuple[dict, list]:
+        return self.rule.state(), []
+
+    def load(self, state: dict, arrays: list) -> None:
+        self.rule.load(state)
+
+
+#: The stateful training callbacks, by their key in the spec's `training` section.
+CALLBACK_CLASSES = {"early_stopping": EarlyStop, "reduce_lr_on_plateau": PlateauLR}
+assert set(CALLBACK_CLASSES) == set(components.CALLBACKS)
+
+
+def training_callbacks(training: dict) -> list:
+    """The callbacks that the spec's `training` section turns on, in a fixed order."""
+    return [cls(training[key]) for key, cls in CALLBACK_CLASSES.items() if training.get(key)]
 
 
 def learning_rate(model: keras.Model) -> float:
@@ -327,6 +428,7 @@ def train_run(
     fold: tuple[int, int] | None = None,
     lr_suggestion: str | Path | None = None,
     tensorboard: bool = False,
+    extra: dict | None = None,
 ) -> dict:
     """Train the run described by `spec` and write `out[history|timing|metrics|model]`.
 
@@ -340,15 +442,18 @@ def train_run(
     started = time.time()
     spec, lr_source = lr_range.resolve_learning_rate(spec, lr_suggestion)
     arrays, info = load_inputs(spec["data"], data_path, fold)
-    model = build_compiled(spec, info, seed)
+    model = build_compiled(spec, info, seed, sample=arrays["x_train"][:8])
     run_dir = Path(out["history"]).parent
     recorder = Recorder(spec["data"]["task"])
-    checkpoint = Checkpoint(run_dir / "backup", recorder)
+    stateful = training_callbacks(spec["training"])
+    checkpoint = Checkpoint(run_dir / "backup", recorder, stateful)
     checkpoint.set_model(model)
     initial_epoch = checkpoint.restore()
-    callbacks = [recorder, checkpoint, *tensorboard_callbacks(run_dir, tensorboard)]
+    callbacks = [recorder, *stateful, checkpoint, *tensorboard_callbacks(run_dir, tensorboard)]
     with checkpoint.on_termination(spec["training"]["epochs"]):
         fit(model, arrays, spec["training"], seed, initial_epoch, callbacks)
+    for callback in stateful:
+        callback.finish(model)
     # A SIGTERM from here on waits for the outputs: the training is done.
     with finish_first():
         diverged = diverged_epoch(recorder)
@@ -360,7 +465,8 @@ def train_run(
             "seed": seed,
             "fold": None if fold is None else {"index": fold[0], "of": fold[1]},
             "learning_rate": lr_source,
-            **run_results(spec, model, recorder, diverged, test),
+            **(extra or {}),
+            **run_results(spec, model, recorder, diverged, test, stateful),
             # Facts about timing and the host: excluded from byte-for-byte comparisons.
             "timing": timing_facts(recorder, started, initial_epoch),
             "host": host_facts(device),
@@ -378,20 +484,56 @@ def load_inputs(data: dict, data_path: str | Path, fold: tuple[int, int] | None)
     return arrays, info
 
 
-def build_compiled(spec: dict, info: dict, seed: int) -> keras.Model:
-    """The spec's model, its weights drawn from `seed`, compiled with its optimizer and loss."""
+def build_compiled(spec: dict, info: dict, seed: int, sample=None) -> keras.Model:
+    """The spec's model, its weights drawn from `seed`, compiled with its optimizer and loss.
+
+    A user's model (kind python) is checked on `sample` (a few training rows) before it is
+    compiled (`models.check_user_model`); if its own file compiles it, its optimizer and loss
+    stand, with the task's metrics recorded beside them.
+    """
     task = spec["data"]["task"]
     n_outputs = info["n_classes"] if task == "classification" else info["n_outputs"]
     keras.utils.set_random_seed(seed)
-    model = models.build_model(spec["model"], info["input_shape"], n_outputs, task)
-    return models.compile_model(model, spec, n_outputs)
+    if spec["model"]["kind"] != "python":
+        model = models.build_model(spec["model"], info["input_shape"], n_outputs, task)
+        return models.compile_model(model, spec, n_outputs)
+    model = models.build_user_model(spec["model"], info["input_shape"], n_outputs, task)
+    where = f"{spec['model']['function']}() of {usermodel.file_paths(spec['model'])[0]}"
+    logits = False
+    if sample is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            logits = models.check_user_model(
+                model, where, sample, task, n_outputs, Path(tmp) / "check.keras"
+            )
+    compiled = getattr(model, "compiled", False) and model.optimizer is not None
+    if spec["optimizer"]["name"] != components.COMPILED:
+        if compiled:
+            raise models.UserModelError(
+                f"{where} returned a compiled model, but the plan read no .compile( in its "
+                "file: list the file that compiles it in model.files"
+            )
+        return models.compile_model(model, spec, n_outputs, from_logits=logits)
+    if not compiled:
+        raise models.UserModelError(
+            f"{where} returned an uncompiled model, but its file calls .compile(: compile the "
+            "model it returns, or remove the call so that the config's optimizer compiles it"
+        )
+    model.compile(
+        optimizer=model.optimizer,
+        loss=model.loss,
+        metrics=models.task_head(task, n_outputs)["metrics"],
+        steps_per_execution=spec["training"]["steps_per_execution"],
+    )
+    return model
 
 
 def fit(model, arrays: dict, training: dict, seed: int, initial_epoch: int, callbacks) -> None:
-    """Train from `initial_epoch` to the planned epochs, unless a restored run had diverged."""
-    recorder = callbacks[0]
+    """Train from `initial_epoch` to the planned epochs, unless a restored run had diverged or
+    stopped early. Callbacks are found by role (their class), not by position."""
+    recorder = next(c for c in callbacks if isinstance(c, Recorder))
+    stopped = any(getattr(c, "stopped", False) for c in callbacks)
     # A run killed after it diverged has a backup ending in a non-finite epoch: it is finished.
-    if initial_epoch >= training["epochs"] or diverged_epoch(recorder) is not None:
+    if initial_epoch >= training["epochs"] or diverged_epoch(recorder) is not None or stopped:
         return
     model.fit(
         **fit_data(model, arrays, training, seed, initial_epoch),
@@ -422,10 +564,16 @@ def evaluate_test(model: keras.Model, arrays: dict, training: dict) -> dict:
     )
 
 
-def run_results(spec: dict, model, recorder: Recorder, diverged: int | None, test: dict) -> dict:
-    """The results part of metrics.json: status, epochs, best epoch and metrics, test metrics."""
+def run_results(
+    spec: dict, model, recorder: Recorder, diverged: int | None, test: dict, stateful=()
+) -> dict:
+    """The results part of metrics.json: status, epochs, best epoch and metrics, test metrics,
+    and what early stopping and ReduceLROnPlateau did (`stateful`: their callbacks)."""
     task = spec["data"]["task"]
+    done = {c.role: c.summary() for c in stateful}
     return {
+        **done,
+        "stopped_epoch": done.get("early_stopping", {}).get("stopped_epoch"),
         "task": task,
         "primary_metric": PRIMARY_METRIC[task],
         "status": "diverged" if diverged else "ok",

@@ -21,6 +21,7 @@ from hpstudy.datasets import FILE_SOURCE, raw_paths
 from hpstudy.ids import canonical_json
 from hpstudy.plan import grid_entries, load_plan, lr_range_of
 from hpstudy.userdata import canonical_name
+from hpstudy.usermodel import file_paths
 
 try:
     PLAN = load_plan(list(workflow.configfiles), config)
@@ -186,6 +187,22 @@ def get_repeats_runtime(wildcards, attempt):
     the job asks for R times it (an upper bound: benchmarks measure 0.15-0.62 x R), and each retry
     one more such span."""
     return RES["runtime"] * FUSED[wildcards.exp] * attempt
+
+
+def model_files(spec):
+    """A user model's file and helper files, ancient(): touching one retrains nothing (their
+    SHA-256, in the spec, decides), and an edited one is a new experiment with jobs of its own."""
+    if spec["model"]["kind"] != "python":
+        return []
+    return [ancient(path) for path in file_paths(spec["model"])]
+
+
+def get_model_files(wildcards):
+    return model_files(PLAN.experiments[wildcards.exp].spec)
+
+
+def get_lr_range_model_files(wildcards):
+    return model_files(PLAN.lr_ranges[wildcards.lrr].spec)
 
 
 def get_spec_json(wildcards):

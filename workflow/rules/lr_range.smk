@@ -4,6 +4,7 @@
 rule lr_range:
     input:
         data=get_lr_range_data,
+        code=get_lr_range_model_files,
     output:
         csv="results/lr_range/{lrr}/lr_range.csv",
         suggestion="results/lr_range/{lrr}/suggestion.json",

@@ -10,6 +10,7 @@ rule train:
     input:
         data=get_run_data,
         lr=get_lr_suggestion,
+        code=get_model_files,
     output:
         history="results/runs/{exp}/{run}/history.csv",
         timing="results/runs/{exp}/{run}/timing.csv",
@@ -47,6 +48,7 @@ for _r in sorted(set(FUSED.values())):
         input:
             data=get_repeats_data,
             lr=get_lr_suggestion,
+            code=get_model_files,
         output:
             **{
                 name: [f"results/runs/{{exp}}/r{k}/{name}.{ext}" for k in range(_r)]

@@ -4,10 +4,12 @@ import json
 
 from hpstudy import devices
 from hpstudy.io import redirect_output, stop_on_sigterm
+from hpstudy.usermodel import register
 
 redirect_output(snakemake.log[0])
 stop_on_sigterm()  # a cluster's time limit or scancel: stop at once, keep the last backup
 spec = json.loads(snakemake.params.spec)
+register(snakemake.input.code)  # a user model's files (kind python), by their SHA-256
 device = devices.setup(
     threads=snakemake.threads, backend=spec["keras_backend"], gpus=snakemake.resources.gpu
 )

@@ -4,7 +4,6 @@ the early-stopping and plateau rules (hpstudy.stopping) against Keras' callbacks
 from __future__ import annotations
 
 import inspect
-import math
 
 import numpy as np
 import pytest

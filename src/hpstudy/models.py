@@ -148,7 +148,7 @@ def _loss_from_logits(loss) -> bool | None:
     return bool(getattr(loss, "from_logits", False)) if not isinstance(loss, str) else False
 
 
-def check_user_model(model, where: str, x_sample, task: str, n_outputs: int, save_to) -> bool:
+def check_user_model(model, where: str, x_sample, task: str, n_outputs: int, tmp_file) -> bool:
     """Check a user model before epoch 1; return whether a classifier outputs logits.
 
     The output must have the task's shape (a classifier: one unit per class, n_outputs; a
@@ -190,8 +190,8 @@ def check_user_model(model, where: str, x_sample, task: str, n_outputs: int, sav
                 "use softmax over n_outputs units, or no activation."
             )
     try:
-        model.save(save_to)
-        keras.saving.load_model(save_to, safe_mode=True, compile=False)
+        model.save(tmp_file)  # a scratch file in a temporary directory
+        keras.saving.load_model(tmp_file, safe_mode=True, compile=False)
     except Exception as exc:  # noqa: BLE001 - any failure to save is the user's to fix
         raise UserModelError(
             f"{where}: the model cannot be saved and loaded back as model.keras, which every "
@@ -199,5 +199,5 @@ def check_user_model(model, where: str, x_sample, task: str, n_outputs: int, sav
             "@keras.saving.register_keras_serializable() and give them get_config()."
         ) from None
     finally:
-        Path(save_to).unlink(missing_ok=True)
+        Path(tmp_file).unlink(missing_ok=True)
     return logits

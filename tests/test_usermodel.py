@@ -353,3 +353,54 @@ def test_early_stopping_in_a_fused_job_stops_one_tower_while_the_others_go_on(
     for a, b in zip(dirs, together(exp, seeds, data, tmp_path / "cut")):
         assert history(a) == history(b)
         assert metrics(a)["early_stopping"] == metrics(b)["early_stopping"]
+
+
+# End to end: a CSV of one's own and a model file of one's own, through Snakemake ------------
+
+
+def test_a_grid_over_a_model_files_hyperparameters_on_a_csv_runs_end_to_end(
+    tmp_path, run_snakemake
+):
+    import pandas as pd
+    import yaml
+    from helpers import planned_jobs
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame
+    frame["diagnosis"] = frame.pop("target").map({0: "malignant", 1: "benign"})
+    frame.to_csv(tmp_path / "cancer.csv", index=False)
+    (tmp_path / "models").mkdir()
+    shutil.copy(MODELS / "two_factor_mlp.py", tmp_path / "models" / "mine.py")
+    cfg = {
+        "datasets": {"d": {"source": "file", "path": "cancer.csv", "target": "diagnosis",
+                           "task": "classification"}},
+        "baselines": {"b": {
+            "dataset": "d",
+            "model": {"kind": "python", "file": "models/mine.py",
+                      "hyperparameters": {"n_hidden": 1, "n_neurons": 8}},
+            "optimizer": {"name": "adam", "learning_rate": 0.01},
+            "training": {"epochs": 4, "batch_size": 64,
+                         "early_stopping": {"patience": 2, "restore_best_weights": True}},
+        }},
+        "repeats": 2,
+        "studies": {"g": {"kind": "grid", "baseline": "b", "grid": {
+            "model.hyperparameters.n_hidden": [1, 2],
+            "model.hyperparameters.n_neurons": [4, 8]}}},
+    }  # fmt: skip
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    run_snakemake(tmp_path, "--cores", "2")
+    html = (tmp_path / "results" / "report.html").read_text()
+    assert "ANOVA" in html and "n_hidden × " in html, "no interaction row in the report"
+    anova = pd.read_csv(next((tmp_path / "results" / "studies").glob("*/anova.csv")))
+    terms = set(anova["term"].dropna())
+    assert {"n_hidden", "n_neurons"} <= {t.rsplit(".", 1)[-1] for t in terms}, terms
+    assert any(":" in t or "×" in t for t in terms), terms
+    runs = list((tmp_path / "results" / "runs").glob("*/r*/metrics.json"))
+    assert len(runs) == 8 and all(json.loads(p.read_text())["timing"].get("fused_repeats") == 2
+                                  for p in runs)  # fmt: skip
+    os.utime(tmp_path / "models" / "mine.py")  # touched: nothing to do
+    assert planned_jobs(run_snakemake(tmp_path, "-n")) == {}
+    with open(tmp_path / "models" / "mine.py", "a") as f:
+        f.write("\n# a comment is an edit: its bytes changed\n")
+    jobs = planned_jobs(run_snakemake(tmp_path, "-n"))
+    assert jobs.get("train_2_repeats") == 4 and "prepare" not in jobs and "train" not in jobs

@@ -74,6 +74,8 @@ def runs_table(study: dict, out_dir: str | Path) -> pd.DataFrame:
             row.update(
                 {
                     "epochs_run": m["epochs_run"],
+                    # training.early_stopping: the epoch it stopped at (None: ran to the end)
+                    "stopped_epoch": m.get("stopped_epoch"),
                     "best_epoch": m.get("best_epoch"),
                     "best_val_loss": m.get("best_val_loss"),
                     f"best_val_{metric}": m.get(f"best_val_{metric}"),

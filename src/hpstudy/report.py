@@ -298,6 +298,7 @@ def run_table(sections: list[dict]) -> tuple[list[dict], float]:
                 "host": rec.get("host") or "–",
                 "device": rec.get("device") or "–",
                 "status": rec["status"],
+                "stopped": _finite(rec.get("stopped_epoch")),
                 "epochs": fmt(rec["epochs_run"]),
                 "wall": float(rec["wall_seconds"]),
                 "sec_per_epoch": fmt(rec["seconds_per_epoch"], 3),
@@ -395,6 +396,7 @@ def build_report(params: dict, inputs: dict, output: str | Path) -> None:
         params["experiments"],
         overview_figure=image_uri(overview) if overview else None,
         lr_ranges=lr_range_views(params.get("lr_ranges", []), inputs),
+        not_fused=params.get("not_fused", {}),
     )
     atomic_write_text(output, html)
 

@@ -289,6 +289,10 @@ def get_report_json(wildcards):
             "lr_ranges": report_lr_ranges(),
             # The factors of each study's grid, for its grid view.
             "grids": {s.slug: grid_design(s.slug)["factors"] for s in studies},
+            # Experiments whose repeats could not be stacked in one job, and why (the plan's).
+            "not_fused": {
+                e: why for e, why in sorted(PLAN.not_fused().items()) if e in used
+            },
         }
     )
 

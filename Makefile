@@ -27,8 +27,8 @@ run: setup
 	@echo "Report: results/report.html"
 
 lint: setup
-	$(BIN)/ruff check src tests workflow/scripts benchmarks
-	$(BIN)/ruff format --check src tests workflow/scripts benchmarks
+	$(BIN)/ruff check src tests workflow/scripts benchmarks examples
+	$(BIN)/ruff format --check src tests workflow/scripts benchmarks examples
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint --cores 1
 
@@ -36,8 +36,8 @@ test: setup lint
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q
 
 format: setup
-	$(BIN)/ruff format src tests workflow/scripts benchmarks
-	$(BIN)/ruff check --fix src tests workflow/scripts benchmarks
+	$(BIN)/ruff format src tests workflow/scripts benchmarks examples
+	$(BIN)/ruff check --fix src tests workflow/scripts benchmarks examples
 	$(BIN)/snakefmt Snakefile workflow/rules
 
 # Side-by-side timings on this machine (about an hour on an idle 2-core machine): benchmarks/RESULTS.md

@@ -302,15 +302,8 @@ def train_repeats(
         str(p): load_inputs(resolved["data"], p, None) for p in dict.fromkeys(map(str, data_paths))
     }
     inputs = [loaded[str(path)] for path in data_paths]
-    towers = [
-        build_compiled(resolved, info, seed, sample=arrays["x_train"][:8] if k == 0 else None)
-        for k, ((arrays, info), seed) in enumerate(zip(inputs, seeds))
-    ]
     try:
-        if resolved["optimizer"]["name"] == components.COMPILED:
-            raise Unstackable("a model compiled by its own file")
-        from_logits = bool(getattr(towers[0].loss, "from_logits", False))
-        model = StackedModel(towers, resolved["data"]["task"], from_logits)
+        towers, model = build_stacked(resolved, inputs, seeds)
     except Unstackable as exc:
         # The plan stacks what it can tell from the config and the model file's source; a
         # model that turns out otherwise trains its repeats one after another, as R jobs would.
@@ -337,21 +330,38 @@ def train_repeats(
     # A SIGTERM from here on waits for the outputs: the training is done.
     with finish_first():
         timing = fused_timing(recorder, started, initial_epoch, len(runs))
-        for k in range(len(runs)):  # a stopped tower ends as it stopped, or at its best
-            if recorder.final_weights(k) is not None:
-                model.set_tower(k, recorder.final_weights(k))
-        tests = evaluate_towers(model, [a for a, _ in inputs], training)
-        model.unstack(towers)
-        context = {"experiment": experiment, "fold": None, "learning_rate": lr_source}
-        context["host"] = host_facts(device)
-        results = [
-            write_tower(spec, towers[k], recorder.towers[k], tests[k], outs[k],
-                        {**context, "run": run, "seed": seeds[k], "timing": timing},
-                        recorder.summaries(k))
-            for k, run in enumerate(runs)
-        ]  # fmt: skip
+        context = {"experiment": experiment, "fold": None, "learning_rate": lr_source,
+                   "host": host_facts(device), "timing": timing}  # fmt: skip
+        results = write_towers(spec, model, towers, recorder, inputs, outs, seeds, context)
         checkpoint.remove()
     return results
+
+
+def write_towers(spec, model, towers, recorder, inputs, outs, seeds, context) -> list[dict]:
+    """Evaluate every tower on its test split and write each run's outputs; their metrics."""
+    for k in range(len(towers)):  # a stopped tower ends as it stopped, or at its best
+        if recorder.final_weights(k) is not None:
+            model.set_tower(k, recorder.final_weights(k))
+    tests = evaluate_towers(model, [a for a, _ in inputs], spec["training"])
+    model.unstack(towers)
+    return [
+        write_tower(spec, towers[k], recorder.towers[k], tests[k], outs[k],
+                    {**context, "run": run, "seed": seeds[k]}, recorder.summaries(k))
+        for k, run in enumerate(recorder.runs)
+    ]  # fmt: skip
+
+
+def build_stacked(spec: dict, inputs: list, seeds: list) -> tuple[list, StackedModel]:
+    """The R single models (tower k built from seed k) and their stacked model, uncompiled;
+    Unstackable if the fused engine cannot stack them."""
+    towers = [
+        build_compiled(spec, info, seed, sample=arrays["x_train"][:8] if k == 0 else None)
+        for k, ((arrays, info), seed) in enumerate(zip(inputs, seeds))
+    ]
+    if spec["optimizer"]["name"] == components.COMPILED:
+        raise Unstackable("a model compiled by its own file")
+    from_logits = bool(getattr(towers[0].loss, "from_logits", False))
+    return towers, StackedModel(towers, spec["data"]["task"], from_logits)
 
 
 def train_one_by_one(spec, data_paths, outs, seeds, runs, experiment, device, lr, why) -> list:

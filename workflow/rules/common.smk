@@ -191,7 +191,8 @@ def get_repeats_runtime(wildcards, attempt):
 
 def model_files(spec):
     """A user model's file and helper files, ancient(): touching one retrains nothing (their
-    SHA-256, in the spec, decides), and an edited one is a new experiment with jobs of its own."""
+    SHA-256, in the spec, decides), and an edited one is a new experiment with jobs of its own.
+    """
     if spec["model"]["kind"] != "python":
         return []
     return [ancient(path) for path in file_paths(spec["model"])]

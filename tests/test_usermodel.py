@@ -391,6 +391,7 @@ def test_a_grid_over_a_model_files_hyperparameters_on_a_csv_runs_end_to_end(
     run_snakemake(tmp_path, "--cores", "2")
     html = (tmp_path / "results" / "report.html").read_text()
     assert "ANOVA" in html and "n_hidden × " in html, "no interaction row in the report"
+    assert "Classes (2, as the data file names them" in html and "benign, malignant" in html
     anova = pd.read_csv(next((tmp_path / "results" / "studies").glob("*/anova.csv")))
     terms = set(anova["term"].dropna())
     assert {"n_hidden", "n_neurons"} <= {t.rsplit(".", 1)[-1] for t in terms}, terms

@@ -68,6 +68,8 @@ def runs_table(study: dict, out_dir: str | Path) -> pd.DataFrame:
                 "split_seed": run.get("split_seed"),
                 "status": m["status"],
                 "diverged_epoch": m.get("diverged_epoch"),
+                # A user file's class labels (output order), for the report; None if built in.
+                "classes": "; ".join(map(str, m["class_names"])) if m.get("class_names") else None,
             }
             for path in study["varied"]:
                 row[path] = shown_value(path, variant["values"].get(path), m)

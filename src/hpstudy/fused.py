@@ -331,6 +331,7 @@ def train_repeats(
     with finish_first():
         timing = fused_timing(recorder, started, initial_epoch, len(runs))
         context = {"experiment": experiment, "fold": None, "learning_rate": lr_source,
+                   "class_names": inputs[0][1].get("class_names"),
                    "host": host_facts(device), "timing": timing}  # fmt: skip
         results = write_towers(spec, model, towers, recorder, inputs, outs, seeds, context)
         checkpoint.remove()

@@ -192,9 +192,13 @@ def study_section(study: dict, summary_csv, runs_csv, figure, observations_csv=N
         for rec in pd.read_csv(observations_csv, keep_default_na=False).to_dict("records"):
             rec["colour"] = palette.get(rec["variant"], "#888")
             notes.append(rec)
+    classes = next(
+        (c for c in runs.get("classes", pd.Series(dtype=object)) if isinstance(c, str)), ""
+    )
     return {
         "study": study,
         "metric": metric,
+        "classes": classes.split("; ") if classes else [],
         "better": "higher" if GREATER_IS_BETTER[metric] else "lower",
         "rows": rows,
         "figure": image_uri(figure),

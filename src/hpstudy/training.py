@@ -465,6 +465,8 @@ def train_run(
             "seed": seed,
             "fold": None if fold is None else {"index": fold[0], "of": fold[1]},
             "learning_rate": lr_source,
+            # A user file's class labels, in the order of the model's outputs (None: built-in).
+            "class_names": info.get("class_names"),
             **(extra or {}),
             **run_results(spec, model, recorder, diverged, test, stateful),
             # Facts about timing and the host: excluded from byte-for-byte comparisons.

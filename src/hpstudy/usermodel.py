@@ -223,7 +223,8 @@ def load_function(model: dict, paths: list[str] = ()):
             "again: it plans the new version as a new experiment."
         )
     path = Path(PATHS[wanted]).resolve()
-    sys.path.insert(0, str(path.parent))
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
     name = f"hpstudy_user_model_{wanted[:12]}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)

@@ -10,8 +10,9 @@ tested against these tables, and the Keras-facing tables (arguments and defaults
 against Keras' own signatures (tests/test_components.py), so neither can drift.
 
 Adding an optimizer, a schedule or a callback is one entry here (plus its docs and a test);
-a model kind is one entry here and its builder in `models`; a dataset source one `Source` in
-`datasets.SOURCES`, which :data:`SOURCES` lists.
+a model kind is one entry here and its builder in `models`; a dataset source is one `Source` in
+`datasets.SOURCES` (its files, pins, sizes, task and reader together), which :data:`SOURCE_NAMES`
+lists.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gzip
 import hashlib
 import http.client
@@ -77,8 +78,6 @@ KERAS_SPLIT_SEED = 113
 #: keras' california_housing.load_data(version="small") keeps the first rows.
 CALIFORNIA_SMALL_ROWS = 600
 
-BUNDLED = {"digits", "diabetes"}
-
 _CHUNK = 1 << 20
 # Opening or reading an origin: URLError, HTTPError, timeouts, refused or reset
 # connections and missing mirror files are all OSError; a short or malformed
@@ -119,7 +118,11 @@ class RemoteFile:
 
 @dataclass(frozen=True)
 class Source:
-    """A dataset: its task, the files to fetch (none when bundled) and a summary."""
+    """A dataset: its task, the files to fetch (none when bundled), a summary and its reader.
+
+    Everything the workflow knows about a source is declared here, once: the schema's enum and
+    the components registry (hpstudy.components) are derived from :data:`SOURCES`.
+    """
 
     name: str
     task: str  # "classification" | "regression"
@@ -129,142 +132,9 @@ class Source:
     # For the planner's memory estimate (config.estimate_memory), before any file is read:
     features: int  # values per row once flattened: the model's input width
     rows: int  # rows in all, training and test
+    # Verified raw files (file name -> path; empty when bundled) -> the dataset's arrays.
+    read: Callable[[Mapping[str, Path]], dict[str, np.ndarray]]
 
-
-def _keras_file(name: str, sha256: str, size: int) -> RemoteFile:
-    """A file hosted next to Keras' own dataset files."""
-    return RemoteFile(name, KERAS_ORIGIN + name, sha256, size)
-
-
-# The sizes are those Keras' own downloads report ("Downloading data from <url>" then
-# "<size>/<size>") for these very URLs.
-_CALIFORNIA = _keras_file(
-    "california_housing.npz",
-    "1a2e3a52e0398de6463aebe6f4a8da34fb21fbb6b934cf88c3425e766f2a1a6f",
-    743530,
-)
-
-# Keras 3.15 does not verify the Fashion-MNIST files, so these are pinned here.
-# They are the SHA-256 values tensorflow/datasets lists for the same four files
-# (tensorflow_datasets/url_checksums/fashion_mnist.txt, with sizes 29515, 26421880,
-# 5148 and 4422102 bytes) and that other public code pins alongside Zalando's
-# published MD5s; a later keras-team/keras revision of fashion_mnist.py pins the
-# same values for these storage.googleapis.com URLs.
-_FASHION_MNIST_SHA256 = {
-    "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-    "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
-    "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
-    "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-}
-_FASHION_MNIST_SIZE = {
-    "train-labels-idx1-ubyte.gz": 29515,
-    "train-images-idx3-ubyte.gz": 26421880,
-    "t10k-labels-idx1-ubyte.gz": 5148,
-    "t10k-images-idx3-ubyte.gz": 4422102,
-}
-
-SOURCES: dict[str, Source] = {
-    "digits": Source(
-        "digits",
-        "classification",
-        (),
-        10,
-        "scikit-learn's bundled 8x8 digits: 1797 rows x 64 float64 pixels (0..16), int64 labels.",
-        features=64,
-        rows=1797,
-    ),
-    "diabetes": Source(
-        "diabetes",
-        "regression",
-        (),
-        None,
-        "scikit-learn's bundled diabetes data: 442 rows x 10 scaled float64 features.",
-        features=10,
-        rows=442,
-    ),
-    "mnist": Source(
-        "mnist",
-        "classification",
-        (
-            _keras_file(
-                "mnist.npz",
-                "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1",
-                11490434,
-            ),
-        ),
-        10,
-        "MNIST digits: 60000/10000 uint8 images (N, 28, 28), uint8 labels.",
-        features=784,
-        rows=70000,
-    ),
-    "fashion_mnist": Source(
-        "fashion_mnist",
-        "classification",
-        tuple(
-            _keras_file(name, digest, _FASHION_MNIST_SIZE[name])
-            for name, digest in _FASHION_MNIST_SHA256.items()
-        ),
-        10,
-        "Fashion-MNIST: 60000/10000 uint8 images (N, 28, 28), uint8 labels.",
-        features=784,
-        rows=70000,
-    ),
-    "cifar10": Source(
-        "cifar10",
-        "classification",
-        (
-            RemoteFile(
-                "cifar-10-python.tar.gz",
-                CIFAR10_ORIGIN,
-                "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
-                170498071,
-            ),
-        ),
-        10,
-        "CIFAR-10: 50000/10000 uint8 images (N, 32, 32, 3) channels-last, uint8 labels.",
-        features=3072,
-        rows=60000,
-    ),
-    "boston_housing": Source(
-        "boston_housing",
-        "regression",
-        (
-            _keras_file(
-                "boston_housing.npz",
-                "f553886a1f8d56431e820c5b82552d9d95cfcb96d1e678153f8839538947dff5",
-                57026,
-            ),
-        ),
-        None,
-        "Boston housing: 506 rows x 13 features, Keras' split (seed 113, 20% test): 404/102.",
-        features=13,
-        rows=506,
-    ),
-    "california_housing": Source(
-        "california_housing",
-        "regression",
-        (_CALIFORNIA,),
-        None,
-        "California housing: 20640 rows x 8 features, Keras' split (seed 113, 20% test).",
-        features=8,
-        rows=20640,
-    ),
-    "california_housing_small": Source(
-        "california_housing_small",
-        "regression",
-        # Keras' version="small" has no file of its own: it keeps the first
-        # 600 rows of california_housing.npz before shuffling.
-        (_CALIFORNIA,),
-        None,
-        "First 600 rows of California housing, Keras' small split (seed 113): 480/120.",
-        features=8,
-        rows=600,
-    ),
-}
-
-
-#: Source name -> task ("classification" or "regression").
-TASKS = {name: source.task for name, source in SOURCES.items()}
 
 #: The source of a user's own file (hpstudy.userdata); its task is the dataset's `task` key.
 FILE_SOURCE = "file"
@@ -764,12 +634,12 @@ def convert(name: str, raw_dir: str | Path | None, out_npz: str | Path) -> Path:
     atomically and holds only numeric arrays.
     """
     source = get_source(name)
-    if name in BUNDLED:
-        arrays = _BUNDLED_LOADERS[name]()
+    if not source.files:
+        arrays = source.read({})
     else:
         if raw_dir is None:
             raise DatasetError(f"dataset {name!r} needs raw_dir (the download directory), got None")
-        arrays = _CONVERTERS[name](_verified_raw_files(source, Path(raw_dir)))
+        arrays = source.read(_verified_raw_files(source, Path(raw_dir)))
     out = write_npz(arrays, Path(out_npz))
     shapes = ", ".join(f"{k} {v.shape} {v.dtype}" for k, v in arrays.items())
     log.info("wrote %s: %s", out, shapes)
@@ -797,7 +667,7 @@ def _verified_raw_files(source: Source, raw_dir: Path) -> dict[str, Path]:
     return paths
 
 
-def _load_digits() -> dict[str, np.ndarray]:
+def _load_digits(raw: Mapping[str, Path]) -> dict[str, np.ndarray]:
     """scikit-learn's bundled digits (no download): flat 64-pixel rows."""
     from sklearn.datasets import load_digits  # heavy import, only when needed
 
@@ -805,7 +675,7 @@ def _load_digits() -> dict[str, np.ndarray]:
     return {"x_train": np.asarray(bunch.data), "y_train": np.asarray(bunch.target)}
 
 
-def _load_diabetes() -> dict[str, np.ndarray]:
+def _load_diabetes(raw: Mapping[str, Path]) -> dict[str, np.ndarray]:
     """scikit-learn's bundled diabetes data (no download), scaled features."""
     from sklearn.datasets import load_diabetes  # heavy import, only when needed
 
@@ -1031,21 +901,156 @@ def _convert_housing(
 
 _SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
-_BUNDLED_LOADERS: dict[str, Callable[[], dict[str, np.ndarray]]] = {
-    "digits": _load_digits,
-    "diabetes": _load_diabetes,
+# --------------------------------------------------------------------------- the sources
+
+
+def _keras_file(name: str, sha256: str, size: int) -> RemoteFile:
+    """A file hosted next to Keras' own dataset files."""
+    return RemoteFile(name, KERAS_ORIGIN + name, sha256, size)
+
+
+# The sizes are those Keras' own downloads report ("Downloading data from <url>" then
+# "<size>/<size>") for these very URLs.
+_CALIFORNIA = _keras_file(
+    "california_housing.npz",
+    "1a2e3a52e0398de6463aebe6f4a8da34fb21fbb6b934cf88c3425e766f2a1a6f",
+    743530,
+)
+
+# Keras 3.15 does not verify the Fashion-MNIST files, so these are pinned here.
+# They are the SHA-256 values tensorflow/datasets lists for the same four files
+# (tensorflow_datasets/url_checksums/fashion_mnist.txt, with sizes 29515, 26421880,
+# 5148 and 4422102 bytes) and that other public code pins alongside Zalando's
+# published MD5s; a later keras-team/keras revision of fashion_mnist.py pins the
+# same values for these storage.googleapis.com URLs.
+_FASHION_MNIST_SHA256 = {
+    "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+    "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+    "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+    "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+}
+_FASHION_MNIST_SIZE = {
+    "train-labels-idx1-ubyte.gz": 29515,
+    "train-images-idx3-ubyte.gz": 26421880,
+    "t10k-labels-idx1-ubyte.gz": 5148,
+    "t10k-images-idx3-ubyte.gz": 4422102,
 }
 
-_CONVERTERS: dict[str, Callable[[Mapping[str, Path]], dict[str, np.ndarray]]] = {
-    "mnist": _convert_mnist,
-    "fashion_mnist": _convert_fashion_mnist,
-    "cifar10": _convert_cifar10,
-    "boston_housing": lambda raw: _convert_housing(raw, "boston_housing.npz"),
-    "california_housing": lambda raw: _convert_housing(raw, "california_housing.npz"),
-    "california_housing_small": lambda raw: _convert_housing(
-        raw, "california_housing.npz", head=CALIFORNIA_SMALL_ROWS
+SOURCES: dict[str, Source] = {
+    "digits": Source(
+        "digits",
+        "classification",
+        (),
+        10,
+        "scikit-learn's bundled 8x8 digits: 1797 rows x 64 float64 pixels (0..16), int64 labels.",
+        features=64,
+        rows=1797,
+        read=_load_digits,
+    ),
+    "diabetes": Source(
+        "diabetes",
+        "regression",
+        (),
+        None,
+        "scikit-learn's bundled diabetes data: 442 rows x 10 scaled float64 features.",
+        features=10,
+        rows=442,
+        read=_load_diabetes,
+    ),
+    "mnist": Source(
+        "mnist",
+        "classification",
+        (
+            _keras_file(
+                "mnist.npz",
+                "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1",
+                11490434,
+            ),
+        ),
+        10,
+        "MNIST digits: 60000/10000 uint8 images (N, 28, 28), uint8 labels.",
+        features=784,
+        rows=70000,
+        read=_convert_mnist,
+    ),
+    "fashion_mnist": Source(
+        "fashion_mnist",
+        "classification",
+        tuple(
+            _keras_file(name, digest, _FASHION_MNIST_SIZE[name])
+            for name, digest in _FASHION_MNIST_SHA256.items()
+        ),
+        10,
+        "Fashion-MNIST: 60000/10000 uint8 images (N, 28, 28), uint8 labels.",
+        features=784,
+        rows=70000,
+        read=_convert_fashion_mnist,
+    ),
+    "cifar10": Source(
+        "cifar10",
+        "classification",
+        (
+            RemoteFile(
+                "cifar-10-python.tar.gz",
+                CIFAR10_ORIGIN,
+                "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+                170498071,
+            ),
+        ),
+        10,
+        "CIFAR-10: 50000/10000 uint8 images (N, 32, 32, 3) channels-last, uint8 labels.",
+        features=3072,
+        rows=60000,
+        read=_convert_cifar10,
+    ),
+    "boston_housing": Source(
+        "boston_housing",
+        "regression",
+        (
+            _keras_file(
+                "boston_housing.npz",
+                "f553886a1f8d56431e820c5b82552d9d95cfcb96d1e678153f8839538947dff5",
+                57026,
+            ),
+        ),
+        None,
+        "Boston housing: 506 rows x 13 features, Keras' split (seed 113, 20% test): 404/102.",
+        features=13,
+        rows=506,
+        read=functools.partial(_convert_housing, file_name="boston_housing.npz"),
+    ),
+    "california_housing": Source(
+        "california_housing",
+        "regression",
+        (_CALIFORNIA,),
+        None,
+        "California housing: 20640 rows x 8 features, Keras' split (seed 113, 20% test).",
+        features=8,
+        rows=20640,
+        read=functools.partial(_convert_housing, file_name="california_housing.npz"),
+    ),
+    "california_housing_small": Source(
+        "california_housing_small",
+        "regression",
+        # Keras' version="small" has no file of its own: it keeps the first
+        # 600 rows of california_housing.npz before shuffling.
+        (_CALIFORNIA,),
+        None,
+        "First 600 rows of California housing, Keras' small split (seed 113): 480/120.",
+        features=8,
+        rows=600,
+        read=functools.partial(
+            _convert_housing, file_name="california_housing.npz", head=CALIFORNIA_SMALL_ROWS
+        ),
     ),
 }
+
+
+#: Source name -> task ("classification" or "regression").
+TASKS = {name: source.task for name, source in SOURCES.items()}
+
+#: Sources whose data ships with scikit-learn: nothing to download.
+BUNDLED = frozenset(name for name, source in SOURCES.items() if not source.files)
 
 
 def _require_key(data: Mapping[str, np.ndarray], key: str, path: Path) -> np.ndarray:

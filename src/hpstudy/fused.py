@@ -38,6 +38,7 @@ import numpy as np
 
 from . import components, lr_range, models, stopping
 from .devices import host_facts
+from .ids import fused_label
 from .io import finish_first
 from .stacked import StackedModel, Unstackable
 from .training import (
@@ -293,6 +294,7 @@ def train_repeats(
 
     `data_paths[k]`, `outs[k]` and `seeds[k]` are those of run `runs[k]`, as `training.train_run`
     takes them for a single run. The backup of all towers sits in `<exp>/backup-<R>-repeats/`
+    (`backup-r3-r4/` for repeats added later, `ids.fused_label`)
     and is removed once every run's outputs are written. Returns each run's metrics dict.
     """
     started = time.time()
@@ -312,7 +314,7 @@ def train_repeats(
     spec = resolved
     model.compile(optimizer=models.build_optimizer(spec["optimizer"]))
     recorder = FusedRecorder(spec["data"]["task"], runs, spec["training"].get("early_stopping"))
-    backup = Path(outs[0]["history"]).parents[1] / f"backup-{len(runs)}-repeats"
+    backup = Path(outs[0]["history"]).parents[1] / f"backup-{fused_label(runs)}"
     checkpoint = Checkpoint(backup, recorder, [recorder] if recorder.rules else [])
     checkpoint.set_model(model)
     initial_epoch = checkpoint.restore()
@@ -331,6 +333,7 @@ def train_repeats(
     with finish_first():
         timing = fused_timing(recorder, started, initial_epoch, len(runs))
         context = {"experiment": experiment, "fold": None, "learning_rate": lr_source,
+                   "fused": {"stacked": True, "runs": list(runs)},
                    "class_names": inputs[0][1].get("class_names"),
                    "host": host_facts(device), "timing": timing}  # fmt: skip
         results = write_towers(spec, model, towers, recorder, inputs, outs, seeds, context)
@@ -371,7 +374,7 @@ def train_one_by_one(spec, data_paths, outs, seeds, runs, experiment, device, lr
           flush=True)  # fmt: skip
     return [
         train_run(spec, data_paths[k], outs[k], seeds[k], run, experiment, device,
-                  lr_suggestion=lr, extra={"fused": {"stacked": False, "why": why}})
+                  lr_suggestion=lr, extra={"fused": {"stacked": False, "why": why, "runs": list(runs)}})
         for k, run in enumerate(runs)
     ]  # fmt: skip
 

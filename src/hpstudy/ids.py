@@ -44,6 +44,21 @@ def derive_seed(seed: int, kind: str, index: int) -> int:
     return int(digest[:8], 16) % (2**31 - 1)
 
 
+def fused_label(runs) -> str:
+    """What names a fused job of an experiment in its log and backup: `3-repeats` for r0..r2
+    (the first jobs of every experiment), `r3-r4` for repeats added later."""
+    runs = list(runs)
+    if runs == [f"r{k}" for k in range(len(runs))]:
+        return f"{len(runs)}-repeats"
+    return "-".join(runs)
+
+
+def fused_rule_name(runs) -> str:
+    """The rule of a fused job: `train_3_repeats` for r0..r2, `train_r3_r4` for r3 and r4."""
+    label = fused_label(runs)
+    return f"train_{label.replace('-', '_')}"
+
+
 RUN_NAME = re.compile(r"^(?:r(?P<repeat>\d+)|f(?P<fold>\d+)of(?P<folds>\d+))$")
 
 

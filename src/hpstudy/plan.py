@@ -13,6 +13,7 @@ import copy
 import itertools
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import TRAINING_VERSION, components, userdata, usermodel
@@ -211,6 +212,27 @@ class Run:
         return f"results/runs/{self.experiment}/{self.name}"
 
 
+#: What a training job writes per run; metrics.json last, so it exists only when the run is done.
+RUN_FILES = ("history.csv", "timing.csv", "model.keras", "metrics.json")
+
+
+def trained_with(run_dir: str | Path) -> tuple | None:
+    """How the finished run in `run_dir` was trained: the runs of its fused job, or `(name,)`
+    when it trained alone; None when it is not finished (a file missing or unreadable)."""
+    run_dir = Path(run_dir)
+    if not all((run_dir / name).is_file() for name in RUN_FILES):
+        return None
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    runs = (metrics.get("fused") or {}).get("runs")
+    if runs is None:  # written before jobs recorded their runs: r0..r<R-1>, or alone
+        count = (metrics.get("timing") or {}).get("fused_repeats")
+        runs = [f"r{k}" for k in range(count)] if count else [run_dir.name]
+    return tuple(runs)
+
+
 def make_run(experiment: Experiment, name: str) -> Run:
     """The run `name` of an experiment, with its derived seed (`derive_seed`)."""
     parts = parse_run(name)
@@ -382,6 +404,47 @@ class Plan:
             if run.repeat is not None:
                 counts[run.experiment] = counts.get(run.experiment, 0) + 1
         return {exp: n for exp, n in counts.items() if n >= 2}
+
+    def fused_jobs(self, trained_with) -> dict:
+        """Experiment -> its fused jobs, each the tuple of runs it trains together (r0, r1, ...).
+
+        Which repeats train together depends on what is finished, so that raising `repeats`
+        trains only the new ones and lowering it trains nothing. `trained_with(exp, run)` is how
+        a finished run was trained (the runs of its job, see :func:`trained_with`), None when
+        it is not finished. A finished run keeps the job that trained it: a fused job whose
+        runs are all finished stays as it was (with repeats beyond today's `repeats` too), and a
+        run trained alone stays with `train`. The repeats left form one new job; one left alone
+        is a `train` job. So the jobs of a finished run never change, and neither do their
+        params, inputs or outputs, which is what Snakemake compares to decide a rerun.
+        """
+        jobs = {}
+        for exp, n in self.fused_repeats().items():
+            done, covered = [], set()
+            for name in (f"r{k}" for k in range(n)):
+                runs = None if name in covered else trained_with(exp, name)
+                if runs is None:
+                    continue
+                if len(runs) > 1 and all(trained_with(exp, r) == runs for r in runs):
+                    done.append(runs)
+                    covered.update(runs)
+                    self._keep_preps(exp, runs)
+                elif runs == (name,):
+                    covered.add(name)
+            left = tuple(f"r{k}" for k in range(n) if f"r{k}" not in covered)
+            if len(left) > 1:
+                done.append(left)
+            if done:
+                jobs[exp] = done
+        return jobs
+
+    def _keep_preps(self, exp: str, runs: tuple) -> None:
+        """Plan the own prepared splits of a kept job's repeats beyond today's `repeats`."""
+        experiment = self.experiments[exp]
+        for name in runs:
+            run = self.find_run(exp, name)
+            if run.prep:
+                data = run_data(experiment.spec, run.repeat)
+                self.preps.setdefault(run.prep, (experiment.dataset, data))
 
     def not_fused(self) -> dict:
         """Experiment -> why its repeats train as separate runs although fusing is on: the

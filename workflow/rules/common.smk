@@ -18,8 +18,8 @@ from snakemake.resources import Resources
 
 from hpstudy.config import ConfigError, estimate_memory
 from hpstudy.datasets import FILE_SOURCE, raw_paths
-from hpstudy.ids import canonical_json
-from hpstudy.plan import grid_entries, load_plan, lr_range_of
+from hpstudy.ids import canonical_json, fused_label, fused_rule_name
+from hpstudy.plan import grid_entries, load_plan, lr_range_of, trained_with
 from hpstudy.userdata import canonical_name
 from hpstudy.usermodel import file_paths
 
@@ -40,17 +40,19 @@ for _study in PLAN.studies.values():
 RES = PLAN.config["resources"]
 FIG = PLAN.config["report"]["figure_format"]
 
-# Experiment -> how many repeats its fused job trains (one `train_<R>_repeats` rule per R).
-FUSED = PLAN.fused_repeats()
+# Experiment -> its fused jobs, each the runs it trains together (Plan.fused_jobs): what is
+# finished keeps the job that trained it, so raising `repeats` trains only the new repeats.
+FUSED_JOBS = PLAN.fused_jobs(lambda exp, run: trained_with(f"results/runs/{exp}/{run}"))
+# One rule per distinct set of runs: train_<R>_repeats for r0..r<R-1>, train_r3_r4 for r3, r4.
+FUSED_RULES = {
+    runs: fused_rule_name(runs)
+    for runs in sorted({runs for jobs in FUSED_JOBS.values() for runs in jobs})
+}
 # The rules that train. Each asks for the config's `resources:`, then for what a profile or
 # --set-resources sets for `train`: a profile cannot name the rules the config creates
 # (train_5_repeats), so `train` is the one place for all of them. The Snakefile refuses a rule
 # that trains (conda env envs/train.yaml) and is missing here.
-TRAINING_RULES = [
-    "train",
-    "lr_range",
-    *(f"train_{r}_repeats" for r in sorted(set(FUSED.values()))),
-]
+TRAINING_RULES = ["train", "lr_range", *FUSED_RULES.values()]
 
 
 def inherit_training_resources(rules):
@@ -160,33 +162,41 @@ RUN_OUTPUTS = [
 ]
 
 
-def repeats_of(exp):
-    return [PLAN.runs[f"{exp}/r{k}"] for k in range(FUSED[exp])]
+def fused_experiments(runs):
+    """The experiments with a fused job that trains exactly `runs`."""
+    return sorted(exp for exp, jobs in FUSED_JOBS.items() if runs in jobs)
 
 
-def get_repeats_data(wildcards):
-    """The prepared data of each repeat of a fused experiment, in repeat order."""
-    return [run_data(run) for run in repeats_of(wildcards.exp)]
+def fused_runs(exp, runs):
+    return [PLAN.find_run(exp, name) for name in runs]
 
 
-def get_repeat_seeds(wildcards):
-    return [run.seed for run in repeats_of(wildcards.exp)]
+def get_repeats_data(runs):
+    """Input function: the prepared data of each of `runs` of a fused experiment, in order."""
+    return lambda wildcards: [run_data(run) for run in fused_runs(wildcards.exp, runs)]
 
 
-def get_repeats_mem_mb(wildcards):
+def get_repeat_seeds(runs):
+    return lambda wildcards: [run.seed for run in fused_runs(wildcards.exp, runs)]
+
+
+def get_repeats_mem_mb(runs):
     """The job's memory: `resources.mem_mb` holds the framework and one model; each further
     tower adds its own parameters, optimizer slots, activations and data (the planner's estimate).
     """
-    spec = PLAN.experiments[wildcards.exp].spec
-    tower = estimate_memory(spec)["bytes"] / 2**20
-    return RES["mem_mb"] + math.ceil((FUSED[wildcards.exp] - 1) * tower)
+
+    def mem_mb(wildcards):
+        tower = estimate_memory(PLAN.experiments[wildcards.exp].spec)["bytes"] / 2**20
+        return RES["mem_mb"] + math.ceil((len(runs) - 1) * tower)
+
+    return mem_mb
 
 
-def get_repeats_runtime(wildcards, attempt):
+def get_repeats_runtime(runs):
     """Minutes: `resources.runtime` is one run's; R towers do R runs' arithmetic in one job, so
     the job asks for R times it (an upper bound: benchmarks measure 0.15-0.62 x R), and each retry
     one more such span."""
-    return RES["runtime"] * FUSED[wildcards.exp] * attempt
+    return lambda wildcards, attempt: RES["runtime"] * len(runs) * attempt
 
 
 def model_files(spec):

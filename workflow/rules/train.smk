@@ -37,42 +37,43 @@ rule train:
         "../scripts/train.py"
 
 
-# The repeats of an experiment trained together (execution.fuse_repeats, hpstudy.fused): one job
-# writes the outputs of runs r0..r<R-1>, the same files as R `train` jobs would. One rule per R,
-# since a rule's outputs are fixed; each takes only the experiments with R repeats (FUSED).
-for _r in sorted(set(FUSED.values())):
+# Repeats of an experiment trained together (execution.fuse_repeats, hpstudy.fused): one job
+# writes the outputs of its runs, the same files as one `train` job per run would. One rule per
+# set of runs (FUSED_RULES: r0..r<R-1>, or the repeats added since), since a rule's outputs are
+# fixed; each takes only the experiments with a job of exactly those runs.
+for _runs, _name in FUSED_RULES.items():
 
     rule:
         name:
-            f"train_{_r}_repeats"
+            _name
         input:
-            data=get_repeats_data,
+            data=get_repeats_data(_runs),
             lr=get_lr_suggestion,
             code=get_model_files,
         output:
             **{
-                name: [f"results/runs/{{exp}}/r{k}/{name}.{ext}" for k in range(_r)]
+                name: [f"results/runs/{{exp}}/{run}/{name}.{ext}" for run in _runs]
                 for name, ext in RUN_OUTPUTS
             },
         log:
-            f"results/runs/{{exp}}/train-{_r}-repeats.log",
+            f"results/runs/{{exp}}/train-{fused_label(_runs)}.log",
         benchmark:
-            f"results/runs/{{exp}}/train-{_r}-repeats.benchmark.tsv"
+            f"results/runs/{{exp}}/train-{fused_label(_runs)}.benchmark.tsv"
         wildcard_constraints:
-            exp="|".join(sorted(e for e, n in FUSED.items() if n == _r)),
+            exp="|".join(fused_experiments(_runs)),
         conda:
             "../../envs/train.yaml"
         threads: RES["threads"]
         resources:
-            mem_mb=get_repeats_mem_mb,
-            runtime=get_repeats_runtime,
+            mem_mb=get_repeats_mem_mb(_runs),
+            runtime=get_repeats_runtime(_runs),
             gpu=RES["gpu"],
             gpu_model=RES["gpu_model"],
         params:
             spec=get_spec_json,
-            seeds=get_repeat_seeds,
+            seeds=get_repeat_seeds(_runs),
         script:
             "../scripts/train_repeats.py"
 
-    # A fused experiment's runs come from its fused job, never from `train`.
-    workflow.ruleorder(f"train_{_r}_repeats", "train")
+    # A fused job's runs come from it, never from `train`.
+    workflow.ruleorder(_name, "train")

@@ -1,4 +1,4 @@
-"""Train the repeats of one experiment together (rule train_<R>_repeats). Devices first."""
+"""Train repeats of one experiment together (rules train_<R>_repeats, train_r<a>_..). Devices first."""
 
 import json
 
@@ -16,6 +16,8 @@ device = devices.setup(
     gpus=snakemake.resources.gpu,
 )
 
+from pathlib import Path
+
 from hpstudy import fused  # after devices.setup, which configures TensorFlow
 
 seeds = list(snakemake.params.seeds)
@@ -23,12 +25,13 @@ outs = [
     {name: snakemake.output[name][k] for name in ("history", "timing", "metrics", "model")}
     for k in range(len(seeds))
 ]
+runs = [Path(out["history"]).parent.name for out in outs]  # r0, r1, ... or r3, r4 when added
 fused.train_repeats(
     spec=spec,
     data_paths=list(snakemake.input.data),
     outs=outs,
     seeds=seeds,
-    runs=[f"r{k}" for k in range(len(seeds))],
+    runs=runs,
     experiment=snakemake.wildcards.exp,
     device=device,
     lr_suggestion=(list(snakemake.input.lr) or [None])[0],

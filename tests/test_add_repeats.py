@@ -9,7 +9,7 @@ import json
 
 import pytest
 import yaml
-from helpers import planned_jobs, plan_of, run_snakemake
+from helpers import plan_of, planned_jobs, run_snakemake
 
 from hpstudy.ids import fused_label, fused_rule_name
 from hpstudy.plan import RUN_FILES, trained_with

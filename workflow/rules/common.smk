@@ -43,7 +43,7 @@ FIG = PLAN.config["report"]["figure_format"]
 # Experiment -> its fused jobs, each the runs it trains together (Plan.fused_jobs): what is
 # finished keeps the job that trained it, so raising `repeats` trains only the new repeats.
 FUSED_JOBS = PLAN.fused_jobs(lambda exp, run: trained_with(f"results/runs/{exp}/{run}"))
-# One rule per distinct set of runs: train_<R>_repeats for r0..r<R-1>, train_r3_r4 for r3, r4.
+# Each distinct set of runs has its own fused rule (train_<R>_repeats for r0..r<R-1>, train_r3_r4).
 FUSED_RULES = {
     runs: fused_rule_name(runs)
     for runs in sorted({runs for jobs in FUSED_JOBS.values() for runs in jobs})

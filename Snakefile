@@ -67,9 +67,11 @@ localrules:
     select_combination,
     plot_lr_range,
     report,
+    catalog,
 
 
 rule all:
     default_target: True
     input:
         "results/report.html",
+        "results/experiments.json",

@@ -16,6 +16,7 @@ os.environ.update(
 
 from snakemake.resources import Resources
 
+from hpstudy import catalog
 from hpstudy.config import ConfigError, estimate_memory
 from hpstudy.datasets import FILE_SOURCE, raw_paths
 from hpstudy.ids import canonical_json, fused_label, fused_rule_name
@@ -282,6 +283,10 @@ def get_overview_json(wildcards):
     return canonical_json(
         [combine_study(slug).describe() for slug in PLAN.report_studies()]
     )
+
+
+def get_catalog_json(wildcards):
+    return canonical_json(catalog.build(PLAN))
 
 
 def get_report_json(wildcards):

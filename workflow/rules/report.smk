@@ -53,3 +53,19 @@ rule overview:
         studies=get_overview_json,
     script:
         "../scripts/overview.py"
+
+
+# What each experiment id stands for (hpstudy.catalog): results/experiments.json and an
+# experiment.json in each experiment's folder. Reruns when a study or variant is renamed.
+rule catalog:
+    output:
+        "results/experiments.json",
+    log:
+        "results/logs/catalog.log",
+    priority: 100
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        catalog=get_catalog_json,
+    script:
+        "../scripts/catalog.py"

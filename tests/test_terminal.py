@@ -1,0 +1,147 @@
+"""The terminal: the logger plugin's short output (snakemake_logger_plugin_hpstudy) and the
+catalog of what each experiment id stands for (hpstudy.catalog)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from helpers import plan_of, run_snakemake
+from snakemake_interface_logger_plugins.common import LogEvent
+
+import snakemake_logger_plugin_hpstudy as plugin
+from hpstudy import catalog
+
+
+def test_one_line_for_a_missing_or_unreadable_file():
+    trace = (
+        'Traceback (most recent call last):\n\n  File "/x/cli.py", line 2168, in args_to_api\n'
+        "    config_settings=ConfigSettings(\n\n"
+        "FileNotFoundError: [Errno 2] No such file or directory: 'nope.yaml'\n"
+    )
+    line = plugin.one_line_error(trace)
+    assert line.startswith("Error: nope.yaml: not found.") and "\n" not in line
+    denied = trace.replace("FileNotFoundError: [Errno 2] No such file or directory",
+                           "PermissionError: [Errno 13] Permission denied")  # fmt: skip
+    assert "nope.yaml: cannot be read" in plugin.one_line_error(denied)
+    # Anything else keeps its whole text: a job's error, a config error, a bare message.
+    assert plugin.one_line_error("Error in rule train, jobid 3:\n  ...") is None
+    assert plugin.one_line_error("FileNotFoundError: [Errno 2] No such file: 'x'") is None
+    assert plugin.one_line_error("") is None
+
+
+def test_small_formatters():
+    assert plugin.clock(5) == "0:05" and plugin.clock(125) == "2:05"
+    assert plugin.clock(3725) == "1:02:05"
+    assert plugin.run_range(["r0", "r1", "r2"]) == "r0-r2"
+    assert plugin.run_range(["r2", "r3"]) == "r2,r3"
+    assert plugin.run_range(["f0of3", "f1of3", "f2of3"]) == "f0of3,f1of3,f2of3"
+    outs = ["results/runs/e/r3/history.csv", "results/runs/e/r3/metrics.json",
+            "results/runs/e/r4/metrics.json"]  # fmt: skip
+    assert plugin.runs_of(outs) == ["r3", "r4"]
+
+
+def record(event, msg="", level=logging.INFO, **fields) -> logging.LogRecord:
+    rec = logging.LogRecord("snakemake", level, "x", 1, msg, None, None)
+    rec.event = event
+    rec.__dict__.update(fields)
+    return rec
+
+
+def handler(tmp_path, monkeypatch, dryrun=False) -> tuple:
+    monkeypatch.chdir(tmp_path)
+    settings = SimpleNamespace(quiet=set(), show_failed_logs=False, debug_dag=False,
+                               verbose=False, dryrun=dryrun, printshellcmds=False, stdout=False,
+                               nocolor=True)  # fmt: skip
+    out = io.StringIO()
+    monkeypatch.setattr("sys.stderr", out)
+    return plugin.LogHandler(settings, None), out
+
+
+def finished_run(root, exp, run, value, metric="accuracy"):
+    path = root / "results" / "runs" / exp / run / "metrics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"primary_metric": metric, f"best_val_{metric}": value,
+                                "status": "ok"}))  # fmt: skip
+    return str(path.relative_to(root))
+
+
+def test_a_training_job_is_one_line_with_its_names_time_and_scores(tmp_path, monkeypatch):
+    h, out = handler(tmp_path, monkeypatch)
+    outs = [finished_run(tmp_path, "abc123", f"r{k}", 0.9 + k / 100) for k in range(3)]
+    (tmp_path / "results" / "experiments.json").write_text(json.dumps(
+        {"abc123": {"used_by": [{"study": "lr", "variant": "learning_rate=0.1", "runs": []}]}}
+    ))  # fmt: skip
+    h.emit(record(None, "Building DAG of jobs..."))
+    h.emit(record(LogEvent.RUN_INFO, "Job stats: ...", stats={"train_3_repeats": 2,
+                                                             "report": 1, "total": 3}))  # fmt: skip
+    for jobid in (1, 2):
+        h.emit(record(LogEvent.JOB_INFO, jobid=jobid, rule_name="train_3_repeats",
+                      wildcards={"exp": "abc123"}, output=outs))  # fmt: skip
+    h.emit(record(LogEvent.JOB_FINISHED, job_id=1))
+    h.emit(record(LogEvent.PROGRESS, None, done=1, total=3))
+    h.emit(record(LogEvent.JOB_INFO, jobid=3, rule_name="report", wildcards={},
+                  output=["results/report.html"]))  # fmt: skip
+    h.emit(record(LogEvent.JOB_FINISHED, job_id=3))
+    h.emit(record(LogEvent.PROGRESS, None, done=2, total=3))  # not after a training: no line
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "hpstudy: 2 training jobs, 3 jobs in all"
+    assert lines[1].startswith("trained lr: learning_rate=0.1 [r0-r2]  3 runs in ")
+    assert lines[1].endswith("best val accuracy 0.9 0.91 0.92")
+    assert lines[2].startswith("  1/3 jobs, 1 of 2 trainings, 0:00 elapsed, about ")
+    assert lines[2].endswith(" left")
+    assert lines[3] == "report: results/report.html"
+    assert len(lines) == 4  # no "Building DAG", no job blocks, no "N of M steps"
+
+
+def test_errors_warnings_and_a_dry_run_are_printed_as_snakemake_prints_them(tmp_path, monkeypatch):
+    h, out = handler(tmp_path, monkeypatch)
+    h.emit(record(None, "Config file x.yaml: expected a mapping", level=logging.ERROR))
+    h.emit(record(None, "Job 3 submitted with SLURM jobid 17 (log: x)."))
+    assert out.getvalue().splitlines() == [
+        "Config file x.yaml: expected a mapping",
+        "Job 3 submitted with SLURM jobid 17 (log: x).",
+    ]
+    h, out = handler(tmp_path, monkeypatch, dryrun=True)
+    h.emit(record(None, "Building DAG of jobs..."))
+    assert out.getvalue() == "Building DAG of jobs...\n"
+
+
+def test_the_catalog_names_each_experiment_by_its_uses(tiny_config, tmp_path):
+    plan = plan_of(dict(tiny_config, repeats=2))
+    built = catalog.build(plan)
+    assert set(built) == set(plan.experiments)
+    labels = {u["variant"] for entry in built.values() for u in entry["used_by"]}
+    assert labels == {"baseline", "learning_rate=0.1"}
+    assert all(u["runs"] == ["r0", "r1"] for e in built.values() for u in e["used_by"])
+    catalog.write(built, tmp_path / "results" / "experiments.json", tmp_path / "results" / "runs")
+    assert catalog.read(tmp_path) == json.loads(json.dumps(built))
+    exp = next(iter(built))
+    one = json.loads((tmp_path / "results" / "runs" / exp / "experiment.json").read_text())
+    assert one["id"] == exp and one["spec"] == plan.experiments[exp].spec
+    assert catalog.describe(built[exp], exp).startswith("lr: ")
+    assert catalog.describe(None, exp) == exp
+
+
+@pytest.mark.e2e
+def test_e2e_the_terminal_of_a_run(tmp_path, tiny_config):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tiny_config))
+    done = run_snakemake(tmp_path, "--cores", "2")
+    text = done.stdout + done.stderr
+    assert "hpstudy: 2 training jobs" in text
+    assert "trained lr: baseline [r0]  1 run in " in text
+    assert "trained lr: learning_rate=0.1 [r0]  1 run in " in text
+    assert "report: results/report.html" in text
+    assert "Select jobs to execute" not in text and "steps (" not in text
+    assert len(text.splitlines()) < 12
+    entries = catalog.read(tmp_path)
+    assert len(entries) == 2
+    missing = run_snakemake(tmp_path, "-n", config="nope.yaml", check=False)
+    assert missing.returncode != 0
+    text = missing.stdout + missing.stderr  # a dry run prints to stdout, as Snakemake's does
+    errors = [line for line in text.splitlines() if "nope.yaml" in line]
+    assert len(errors) == 1 and "not found" in errors[0] and "Traceback" not in text

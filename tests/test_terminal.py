@@ -3,11 +3,15 @@ catalog of what each experiment id stands for (hpstudy.catalog)."""
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
+import subprocess
+import sys
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 import yaml
 from helpers import plan_of, run_snakemake
@@ -145,3 +149,41 @@ def test_e2e_the_terminal_of_a_run(tmp_path, tiny_config):
     text = missing.stdout + missing.stderr  # a dry run prints to stdout, as Snakemake's does
     errors = [line for line in text.splitlines() if "nope.yaml" in line]
     assert len(errors) == 1 and "not found" in errors[0] and "Traceback" not in text
+
+
+def hpstudy(root, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "hpstudy", *args, "--directory", str(root)],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return done.stdout
+
+
+@pytest.mark.e2e
+def test_e2e_summary_status_and_diff_answer_from_a_finished_run(tmp_path, tiny_config):
+    cfg = dict(tiny_config, repeats=2)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    status = hpstudy(tmp_path, "status", str(tmp_path / "config.yaml"))
+    assert [line.split()[:6] for line in status.splitlines()[2:4]] == [
+        ["lr", "ofat", "0", "0", "0", "4"],
+        ["all", "0", "0", "0", "4"],
+    ]
+    run_snakemake(tmp_path, "--cores", "2")
+    status = hpstudy(tmp_path, "status", str(tmp_path / "config.yaml"))
+    assert status.splitlines()[2].split() == ["lr", "ofat", "4", "0", "0", "0", "yes"]
+    summary = hpstudy(tmp_path, "summary")
+    table = pd.read_csv(tmp_path / "results" / "studies" / "lr" / "summary.csv")
+    row = table[~table["is_reference"]].iloc[0]
+    line = next(x for x in summary.splitlines() if x.strip().startswith("learning_rate=0.1"))
+    assert f"{row['delta_mean']:+.3g}" in line and row["verdict"] in line
+    assert f"[{row['delta_ci_low']:+.3g}, {row['delta_ci_high']:+.3g}]" in line
+    assert "baseline (reference)" in summary and "p (Holm)" in summary
+    assert "test accuracy" in hpstudy(tmp_path, "summary", "lr")  # one study: its test table too
+    # A second config: the baseline trains 3 epochs. diff names the spec change and, both
+    # configs' runs finished, whether each verdict changed.
+    new = copy.deepcopy(cfg)
+    new["baselines"]["b"]["training"]["epochs"] = 3
+    (tmp_path / "new.yaml").write_text(yaml.safe_dump(new))
+    run_snakemake(tmp_path, "--cores", "2", config="new.yaml")
+    out = hpstudy(tmp_path, "diff", str(tmp_path / "config.yaml"), str(tmp_path / "new.yaml"))
+    assert "2 only in OLD, 2 only in NEW" in out
+    assert "- baseline: " in out and "training.epochs: 2 -> 3" in out
+    assert "verdicts compared only" not in out

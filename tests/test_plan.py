@@ -408,3 +408,11 @@ def test_two_range_tests_with_one_id_fail_loudly(monkeypatch):
         ConfigError, match=r"`baselines\.other`: .* range test id .*`baselines\.main`"
     ):
         plan_of(cfg)
+
+
+def test_exponent_numbers_are_read_as_yaml_1_2_reads_them(tiny_config):
+    """`5e-2` is a float in YAML 1.2 but a string to PyYAML and Snakemake: it plans as 0.05."""
+    text = yaml.safe_dump(tiny_config).replace("0.05", "5e-2").replace("- 0.1", "- 1e-1")
+    written = yaml.safe_load(text)
+    assert written["baselines"]["b"]["optimizer"]["learning_rate"] == "5e-2"  # PyYAML's reading
+    assert set(plan_of(written).experiments) == set(plan_of(tiny_config).experiments)

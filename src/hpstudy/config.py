@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import functools
 import json
+import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -347,6 +348,22 @@ def quote_text(text: str, limit: int = QUOTE_LIMIT) -> str:
     return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} characters)"
 
 
+#: A number in exponent form without a dot (`1e-3`, `5E4`): a float in YAML 1.2, the current
+#: YAML, but a string to PyYAML (YAML 1.1 wants `1.0e-3`), and so to Snakemake's config too.
+EXPONENT_NUMBER = re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$")
+
+
+def yaml12_numbers(value: Any) -> Any:
+    """`value` with every string of the form `1e-3` read as YAML 1.2 reads it: a float."""
+    if isinstance(value, dict):
+        return {k: yaml12_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [yaml12_numbers(v) for v in value]
+    if isinstance(value, str) and EXPONENT_NUMBER.match(value.strip()):
+        return float(value)
+    return value
+
+
 def validate(config: dict, files: Iterable[str | Path] = (), schema: dict | None = None) -> dict:
     """Validate `config` against the schema and return a deep copy with defaults filled in.
 
@@ -354,7 +371,7 @@ def validate(config: dict, files: Iterable[str | Path] = (), schema: dict | None
     expected and received.
     """
     schema = schema or load_schema()
-    filled = copy.deepcopy(config) if config is not None else {}
+    filled = yaml12_numbers(copy.deepcopy(config)) if config is not None else {}
     if not isinstance(filled, dict):
         raise ConfigError(
             f"Config in {describe_source(files)}: expected a mapping with keys datasets, baselines "

@@ -382,7 +382,8 @@ def test_as_dict_keys_and_prefix():
     assert set(d) == {
         "acc_" + key
         for key in (
-            "delta_mean delta_ci_low delta_ci_high p_value p_adjusted prob_better "
+            "delta_mean delta_ci_low delta_ci_high delta_ci_low_adjusted delta_ci_high_adjusted "
+            "p_value p_adjusted prob_better "
             "prob_better_ci_low prob_better_ci_high verdict seeds_needed n_variant n_baseline "
             "method"
         ).split()
@@ -446,3 +447,43 @@ def test_public_functions_are_documented_and_short():
             assert node.end_lineno - node.lineno <= 55, node.name
             if not node.name.startswith("_"):
                 assert ast.get_docstring(node), node.name
+
+
+# --- simultaneous intervals and the range of delta ---
+
+
+def test_the_simultaneous_interval_is_welchs_at_alpha_over_m():
+    rng = np.random.default_rng(3)
+    groups = [rng.normal(0.5 + 0.02 * i, 0.03, 3) for i in range(4)]
+    compared = [compare_runs(g, groups[0], True) for g in groups[1:]]
+    for c in adjust(compared, True):
+        assert c.delta_ci_low_adjusted < c.delta_ci_low < c.delta_mean < c.delta_ci_high
+        assert c.delta_ci_high < c.delta_ci_high_adjusted
+    # m = 3: the interval at 1 - 0.05/3, from scipy's own Welch interval at that level
+    v, b = groups[1], groups[0]
+    c = adjust(compared, True)[0]
+    ci = stats.ttest_ind(v, b, equal_var=False).confidence_interval(1 - 0.05 / 3)
+    assert (c.delta_ci_low_adjusted, c.delta_ci_high_adjusted) == pytest.approx((ci.low, ci.high))
+    # One comparison: the simultaneous interval is the 95% one.
+    one = adjust(compared[:1], True)[0]
+    assert one.delta_ci_low_adjusted == pytest.approx(one.delta_ci_low)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_an_adjusted_interval_excluding_zero_is_never_beside_no_detectable_difference(seed):
+    rng = np.random.default_rng(seed)
+    base = rng.normal(0.5, 0.05, 3)
+    compared = [compare_runs(rng.normal(0.5 + d, 0.05, 3), base, True) for d in (0.03, 0.06, 0.1)]
+    for c in adjust(compared, True):
+        if c.delta_ci_low_adjusted > 0 or c.delta_ci_high_adjusted < 0:
+            assert c.verdict in ("better", "worse"), c
+
+
+def test_intervals_stay_within_the_range_delta_can_take():
+    """Two repeats of accuracy: Welch's interval reaches past 1; intersected with [-1, 1]."""
+    c = adjust([compare_runs([0.95, 0.35], [0.2, 0.1], True)], True, delta_range=(-1.0, 1.0))[0]
+    wide = adjust([compare_runs([0.95, 0.35], [0.2, 0.1], True)], True)[0]
+    assert wide.delta_ci_high > 1 and wide.delta_ci_low < -1
+    assert (c.delta_ci_low, c.delta_ci_high) == (-1.0, 1.0)
+    assert c.delta_ci_high_adjusted == 1.0 and c.delta_mean == wide.delta_mean
+    assert c.p_value == wide.p_value and c.verdict == wide.verdict  # the test is unchanged

@@ -15,7 +15,7 @@ import pandas as pd
 
 from . import statistics
 from .plan import format_value
-from .tasks import EXTRA_TEST, GREATER_IS_BETTER, metric_of
+from .tasks import EXTRA_TEST, GREATER_IS_BETTER, delta_range, metric_of
 
 
 def read_metrics(path: str | Path) -> dict:
@@ -173,7 +173,14 @@ def compare_with_reference(runs: pd.DataFrame, study: dict, score: str, prefix: 
     found = {}
     if ref is not None and others:
         compared = [statistics.compare_runs(scores(o), scores(ref), higher) for o in others]
-        found = dict(zip(others, statistics.adjust(compared, higher)))
+        found = dict(
+            zip(
+                others,
+                statistics.adjust(
+                    compared, higher, delta_range=delta_range(metric_of(study["task"]))
+                ),
+            )
+        )
     columns = list(statistics.Comparison.fields(prefix))
     rows = [found[label].as_dict(prefix) if label in found else {} for label in labels]
     table = pd.DataFrame(rows, columns=columns)
@@ -240,6 +247,8 @@ def effects_table(studies: list[dict], summaries: list[pd.DataFrame]) -> pd.Data
                     for k in (
                         "delta_ci_low",
                         "delta_ci_high",
+                        "delta_ci_low_adjusted",
+                        "delta_ci_high_adjusted",
                         "p_adjusted",
                         "prob_better",
                         "verdict",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pandas as pd
 
 from . import statistics
-from .tasks import GREATER_IS_BETTER, metric_of
+from .tasks import GREATER_IS_BETTER, delta_range, metric_of
 
 
 def choose(study: dict, summaries: dict) -> dict:
@@ -68,7 +68,9 @@ def additivity(runs: pd.DataFrame, study: dict) -> dict | None:
     mean = {label: float(values(label).mean()) for label in labels}
     gains = [mean[w] - mean[reference] for w in winners]
     against = statistics.adjust(
-        [statistics.compare_runs(values("combined"), values(w), higher) for w in winners], higher
+        [statistics.compare_runs(values("combined"), values(w), higher) for w in winners],
+        higher,
+        delta_range=delta_range(metric),
     )
     return {
         "combined_delta": mean["combined"] - mean[reference],

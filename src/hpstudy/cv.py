@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import analysis, statistics
 from .io import atomic_path, atomic_write_text
-from .tasks import GREATER_IS_BETTER, metric_of
+from .tasks import GREATER_IS_BETTER, delta_range, metric_of
 
 
 def score_column(task: str) -> str:
@@ -94,7 +94,9 @@ def against_winner(table: pd.DataFrame, metric: str, higher: bool, k: int) -> pd
         statistics.compare_folds(table.loc[i, folds].to_numpy(float), best, higher, k=k)
         for i in others
     ]
-    adjusted = statistics.adjust(compared, higher) if compared else []
+    adjusted = (
+        statistics.adjust(compared, higher, delta_range=delta_range(metric)) if compared else []
+    )
     out.loc[0, "vs_winner"] = "winner"
     for i, c in zip(others, adjusted):
         out.loc[i, "vs_winner_delta"] = c.delta_mean

@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from . import grid  # noqa: E402
+from . import grid, statistics  # noqa: E402
 from .analysis import mean_curves  # noqa: E402
 from .io import atomic_path  # noqa: E402
 from .observations import first_divergence  # noqa: E402
@@ -296,13 +296,21 @@ def _overview_bars(ax, sub: pd.DataFrame, palettes: dict) -> tuple[list, list, f
             labels.append(_short(rec["variant"]) + mark)
             _overview_bar(ax, y, rec, palettes[slug].get(rec["variant"], "#888888"))
             y -= 1
-        half = (group["delta_ci_high"] - group["delta_ci_low"]).astype(float) / 2
+        low, high = _interval_columns(group)
+        half = (group[high] - group[low]).astype(float) / 2
         if half.notna().any():
             width = float(half.mean())
             ax.fill_between([-width, width], y + 0.5, top, color="#bbbbbb", alpha=0.35,
                             linewidth=0, zorder=0)  # fmt: skip
         y -= 0.4
     return ticks, labels, y
+
+
+def _interval_columns(group: pd.DataFrame) -> tuple[str, str]:
+    """The columns of the interval the overview shows: the simultaneous one where present."""
+    if "delta_ci_low_adjusted" in group and group["delta_ci_low_adjusted"].notna().any():
+        return "delta_ci_low_adjusted", "delta_ci_high_adjusted"
+    return "delta_ci_low", "delta_ci_high"
 
 
 def _overview_bar(ax, y: float, rec: dict, colour: str) -> None:
@@ -314,7 +322,7 @@ def _overview_bar(ax, y: float, rec: dict, colour: str) -> None:
     detectable = rec.get("verdict") in ("better", "worse")
     ax.barh(y, rec["delta"], color=colour, height=0.7, alpha=1.0 if detectable else 0.35,
             hatch="//" if rec["diverged"] else None, edgecolor="white")  # fmt: skip
-    low, high = rec.get("delta_ci_low"), rec.get("delta_ci_high")
+    low, high = statistics.shown_interval(rec)
     end = rec["delta"]
     if low is not None and np.isfinite(low):
         ax.errorbar(rec["delta"], y, xerr=[[rec["delta"] - low], [high - rec["delta"]]],

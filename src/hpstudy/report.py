@@ -107,13 +107,13 @@ VERDICT_CLASS = {"better": "better", "worse": "worse"}
 
 
 def _delta(rec: dict, prefix: str = "") -> str:
-    """Δ vs the reference with its 95% CI, e.g. "+0.012 [+0.004, +0.020]"."""
+    """Δ vs the reference with its simultaneous 95% CI, e.g. "+0.012 [+0.004, +0.020]"."""
     delta = rec.get(f"{prefix}delta_mean")
     if rec["is_reference"] or delta is None or not math.isfinite(delta):
         if not rec["is_reference"] and rec.get("diverged") and not prefix:
             return "no score (diverged)"
         return ""
-    low, high = rec.get(f"{prefix}delta_ci_low"), rec.get(f"{prefix}delta_ci_high")
+    low, high = statistics.shown_interval(rec, prefix)
     if low is None or not math.isfinite(low):
         return f"{delta:+.3g}"
     return f"{delta:+.3g} [{low:+.3g}, {high:+.3g}]"

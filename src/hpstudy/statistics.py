@@ -74,6 +74,8 @@ _DICT_KEYS = (
     "delta_mean",
     "delta_ci_low",
     "delta_ci_high",
+    "delta_ci_low_adjusted",
+    "delta_ci_high_adjusted",
     "p_value",
     "p_adjusted",
     "prob_better",
@@ -115,6 +117,12 @@ class Comparison:
     seeds_needed: int | None = None
     variant_sd: float = _NAN
     baseline_sd: float = _NAN
+    # The simultaneous interval over the study's m comparisons (`adjust`), and what makes it:
+    # the test's standard error and degrees of freedom (0 and inf for an exact difference).
+    delta_ci_low_adjusted: float = _NAN
+    delta_ci_high_adjusted: float = _NAN
+    se: float = _NAN
+    df: float = _NAN
 
     @staticmethod
     def fields(prefix: str = "") -> tuple[str, ...]:
@@ -169,17 +177,21 @@ def _exact(delta: float, scale: float) -> tuple[float, float, float]:
     return 0.0, delta, delta
 
 
-def _welch(variant: np.ndarray, baseline: np.ndarray) -> tuple[float, float, float]:
-    """Two-sided p-value and 95% CI of mean(variant) - mean(baseline) by Welch's t-test."""
+def _welch(variant: np.ndarray, baseline: np.ndarray) -> tuple[float, ...]:
+    """Two-sided p-value, 95% CI, standard error and degrees of freedom of
+    mean(variant) - mean(baseline) by Welch's t-test."""
     if variant.size < 2 or baseline.size < 2:
-        return _NAN, _NAN, _NAN
+        return _NAN, _NAN, _NAN, _NAN, _NAN
     if _constant(variant) and _constant(baseline):
         scale = float(max(np.max(np.abs(variant)), np.max(np.abs(baseline))))
-        return _exact(float(np.mean(variant) - np.mean(baseline)), scale)
+        return (*_exact(float(np.mean(variant) - np.mean(baseline)), scale), 0.0, math.inf)
     with _quiet():
         result = stats.ttest_ind(variant, baseline, equal_var=False)
         ci = result.confidence_interval(0.95)
-    return float(result.pvalue), float(ci.low), float(ci.high)
+    se = math.sqrt(
+        np.var(variant, ddof=1) / variant.size + np.var(baseline, ddof=1) / baseline.size
+    )
+    return float(result.pvalue), float(ci.low), float(ci.high), se, float(result.df)
 
 
 def _percentile_ci(boot: np.ndarray) -> tuple[float, float]:
@@ -237,7 +249,7 @@ def compare_runs(
     with a percentile bootstrap CI resampling each side independently (deterministic for `seed`).
     """
     v, b = _finite(variant), _finite(baseline)
-    p_value, ci_low, ci_high = _welch(v, b)
+    p_value, ci_low, ci_high, se, df = _welch(v, b)
     prob, prob_low, prob_high = _prob_better_runs(v, b, higher_is_better, n_boot, seed)
     return Comparison(
         n_variant=int(v.size),
@@ -254,6 +266,8 @@ def compare_runs(
         method=WELCH,
         variant_sd=_sd(v),
         baseline_sd=_sd(b),
+        se=se,
+        df=df,
     )
 
 
@@ -267,18 +281,19 @@ def _paired_finite(candidate, reference) -> tuple[np.ndarray, np.ndarray]:
     return c[keep], r[keep]
 
 
-def _nadeau_bengio(d: np.ndarray, k: int) -> tuple[float, float, float]:
-    """Two-sided p-value and 95% CI of mean(d) by the corrected resampled paired t-test."""
+def _nadeau_bengio(d: np.ndarray, k: int) -> tuple[float, ...]:
+    """Two-sided p-value, 95% CI, standard error and degrees of freedom of mean(d) by the
+    corrected resampled paired t-test."""
     n = d.size
     if n < 2:
-        return _NAN, _NAN, _NAN
+        return _NAN, _NAN, _NAN, _NAN, _NAN
     mean = float(np.mean(d))
     if _constant(d):
-        return _exact(mean, float(np.max(np.abs(d))))
+        return (*_exact(mean, float(np.max(np.abs(d)))), 0.0, math.inf)
     se = math.sqrt((1.0 / n + 1.0 / (k - 1)) * float(np.var(d, ddof=1)))
     p_value = 2.0 * float(stats.t.sf(abs(mean) / se, n - 1))
     half = float(stats.t.ppf(0.975, n - 1)) * se
-    return p_value, mean - half, mean + half
+    return p_value, mean - half, mean + half, se, float(n - 1)
 
 
 def _prob_better_folds(
@@ -319,7 +334,7 @@ def compare_folds(
         raise ValueError(f"a k-fold cross-validation needs k >= 2, got k={k}")
     c, r = _paired_finite(candidate, reference)
     d = c - r
-    p_value, ci_low, ci_high = _nadeau_bengio(d, k)
+    p_value, ci_low, ci_high, se, df = _nadeau_bengio(d, k)
     prob, prob_low, prob_high = _prob_better_folds(d, higher_is_better, n_boot, seed)
     return Comparison(
         n_variant=int(c.size),
@@ -336,6 +351,8 @@ def compare_folds(
         method=NADEAU_BENGIO,
         variant_sd=_sd(c),
         baseline_sd=_sd(r),
+        se=se,
+        df=df,
     )
 
 
@@ -423,11 +440,56 @@ def _judge(
     )
 
 
+def simultaneous(c: Comparison, m: int, alpha: float = ALPHA) -> tuple[float, float]:
+    """The interval of Δ at level 1 - alpha/m (Bonferroni): with the other m - 1 intervals of
+    the study it covers every true Δ at once with probability at least 1 - alpha. It excludes 0
+    only if p < alpha/m, and then Holm's adjusted p is below alpha too, so an adjusted interval
+    that excludes 0 never sits beside "no detectable difference"."""
+    if m < 1 or not math.isfinite(c.se) or not c.df > 0:
+        return _NAN, _NAN
+    if c.se == 0.0:  # exact: the 95% interval is already the point (or [0, 0])
+        return c.delta_ci_low, c.delta_ci_high
+    half = float(stats.t.isf(alpha / (2.0 * m), c.df)) * c.se
+    return c.delta_mean - half, c.delta_mean + half
+
+
+def within(c: Comparison, delta_range: tuple[float, float] | None) -> Comparison:
+    """The comparison with its intervals of Δ intersected with the range Δ can take (for a
+    metric in [0, 1], [-1, 1]). The true Δ lies in that range, so the intersection covers it
+    whenever the interval does: the coverage is kept and the interval only loses what no Δ
+    can be (a t interval from 2 repeats can reach past 1)."""
+    if delta_range is None:
+        return c
+    low, high = delta_range
+
+    def clip(x: float) -> float:
+        """`x` moved into [low, high] (NaN stays NaN)."""
+        return x if not math.isfinite(x) else min(max(x, low), high)
+
+    return replace(
+        c,
+        delta_ci_low=clip(c.delta_ci_low),
+        delta_ci_high=clip(c.delta_ci_high),
+        delta_ci_low_adjusted=clip(c.delta_ci_low_adjusted),
+        delta_ci_high_adjusted=clip(c.delta_ci_high_adjusted),
+    )
+
+
+def shown_interval(rec: dict, prefix: str = "") -> tuple:
+    """The interval shown beside a verdict: the simultaneous one (1 - alpha/m, as the verdict is
+    adjusted over the study's m comparisons), or the 95% one where there is no other."""
+    low = rec.get(f"{prefix}delta_ci_low_adjusted")
+    if low is not None and isinstance(low, float) and math.isfinite(low):
+        return low, rec.get(f"{prefix}delta_ci_high_adjusted")
+    return rec.get(f"{prefix}delta_ci_low"), rec.get(f"{prefix}delta_ci_high")
+
+
 def adjust(
     comparisons: list[Comparison],
     higher_is_better: bool,
     alpha: float = ALPHA,
     power: float = 0.8,
+    delta_range: tuple[float, float] | None = None,
 ) -> list[Comparison]:
     """Holm-adjust the comparisons of one study (one family) and give each its verdict.
 
@@ -437,14 +499,18 @@ def adjust(
     else "better" or "worse" (by the sign of delta_mean and the metric's direction) if the Holm
     adjusted p-value is below alpha; else "no detectable difference", with `seeds_needed` the
     repeats per side that would detect the observed difference at level alpha/m (m tests in the
-    family) with `power` (None for fold comparisons, whose folds are not seeds).
+    family) with `power` (None for fold comparisons, whose folds are not seeds). Each also gets
+    its simultaneous interval (`simultaneous`), and every interval of Δ is intersected with
+    `delta_range`, the range Δ can take, when given (`within`).
     """
     adjusted = holm([c.p_value for c in comparisons])
     m = int(np.count_nonzero(~np.isnan(adjusted)))
-    return [
-        _judge(c, float(p), higher_is_better, alpha, power, m)
-        for c, p in zip(comparisons, adjusted)
-    ]
+    judged = []
+    for c, p in zip(comparisons, adjusted):
+        low, high = simultaneous(c, m, alpha)
+        c = replace(c, delta_ci_low_adjusted=low, delta_ci_high_adjusted=high)
+        judged.append(within(_judge(c, float(p), higher_is_better, alpha, power, m), delta_range))
+    return judged
 
 
 def describe_method(alpha: float = ALPHA) -> str:
@@ -460,7 +526,13 @@ def describe_method(alpha: float = ALPHA) -> str:
         "compared by the corrected resampled paired t-test of Nadeau and Bengio (2003), whose "
         "variance (1/k + 1/(k-1)) s^2 accounts for the overlap of the folds' training sets. "
         "Delta is the variant's mean minus the baseline's, with its 95% confidence interval from "
-        "the same test. P(better) is the probability that a run of the variant beats a run of "
+        "the same test, and the interval the report shows beside the verdict is the simultaneous "
+        "one: at level 1 - alpha/m (Bonferroni, m comparisons in the study), so that the m "
+        "intervals together cover every true Delta with probability at least 95%. It excludes 0 "
+        "only when the difference is also detected by Holm's method, which is never less "
+        "powerful (Holm may detect a difference whose simultaneous interval still touches 0). "
+        "For a metric bounded in [0, 1] (accuracy) the intervals are intersected with [-1, 1], "
+        "the values Delta can take, which keeps their coverage. P(better) is the probability that a run of the variant beats a run of "
         "the baseline in the metric's better direction (ties count 1/2; the Mann-Whitney U "
         "divided by the number of pairs, as in rliable), with a 95% percentile bootstrap "
         "interval that resamples each side independently. Within each study the p-values are "

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import analysis
+from . import analysis, statistics
 from .plan import RUN_FILES, Plan, trained_with
 from .tasks import GREATER_IS_BETTER
 
@@ -49,8 +49,8 @@ def study_table(summary: pd.DataFrame, metric: str, prefix: str = "") -> str:
     rows = []
     for _, row in summary.iterrows():
         ci = ""
-        if not math.isnan(row.get(f"{prefix}delta_ci_low", math.nan)):
-            low, high = row[f"{prefix}delta_ci_low"], row[f"{prefix}delta_ci_high"]
+        low, high = statistics.shown_interval(row.to_dict(), prefix)
+        if low is not None and not math.isnan(low):
             ci = f"[{number(low, True)}, {number(high, True)}]"
         reference = bool(row["is_reference"])
         rows.append([
@@ -63,7 +63,7 @@ def study_table(summary: pd.DataFrame, metric: str, prefix: str = "") -> str:
             "" if reference or pd.isna(row.get(f"{prefix}verdict")) else row[f"{prefix}verdict"],
         ])  # fmt: skip
     what = "best validation" if not prefix else "test"
-    return table(rows, ["variant", f"{what} {metric}", "Δ", "95% CI of Δ", "p (Holm)",
+    return table(rows, ["variant", f"{what} {metric}", "Δ", "95% CI (simultaneous)", "p (Holm)",
                         "P(A>B)", "verdict"])  # fmt: skip
 
 
@@ -93,9 +93,11 @@ def summary(root: str | Path = ".", study: str | None = None) -> str:
         if study is not None and f"test_{s['metric']}_mean" in frame:
             parts.append(study_table(frame, s["metric"], "test_"))
     parts.append(
-        "Δ: variant minus reference, mean over repeats; 95% CI: Welch's interval (Nadeau-Bengio "
-        "for folds), not adjusted; p (Holm): adjusted over the study's comparisons, which the "
-        "verdict uses. The report says how each number is made."
+        "Δ: variant minus reference, mean over repeats. 95% CI (simultaneous): Welch's interval "
+        "(Nadeau-Bengio for folds) at level 1 - 0.05/m for the study's m comparisons, within the "
+        "range Δ can take; it excludes 0 only beside a detected difference. p (Holm): adjusted "
+        "over the study's comparisons, which the verdict uses. The report says how each number "
+        "is made."
     )
     return "\n\n".join(parts)
 

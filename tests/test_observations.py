@@ -361,11 +361,18 @@ def test_observe_without_reference_skips_comparisons():
     s["variants"][0]["is_reference"] = False
     wobbly = decay() * (1 + 0.05 * (-1.0) ** np.arange(100))
     hist = {"a": [history(decay())], "b": [history(wobbly)]}
-    assert [o.rule for o in ob.observe(s, hist)] == []
+    assert [o.rule for o in ob.observe(s, hist) if o.rule != "not_converged"] == []
 
 
 def test_every_rule_is_documented():
-    assert set(ob.RULES) == {"divergence", "overfitting", "speed", "oscillation", "gap"}
+    assert set(ob.RULES) == {
+        "divergence",
+        "not_converged",
+        "overfitting",
+        "speed",
+        "oscillation",
+        "gap",
+    }
     for rule in ob.RULES:
         assert f"**{rule}**" in ob.__doc__
 
@@ -375,3 +382,39 @@ def test_small_shares_keep_their_digits():
     assert ob.pct(0.0105) == "1.05%"
     assert ob.pct(0.0000418) == "0.0042%"
     assert ob.pct(0.0) == "0.00%"
+
+
+def _history(values, column="val_accuracy"):
+    n = len(values)
+    return pd.DataFrame({"epoch": range(1, n + 1), "loss": [1.0] * n, "val_loss": [1.0] * n,
+                         column: values})  # fmt: skip
+
+
+def test_not_converged_when_most_repeats_peak_in_the_last_tenth():
+    rising = _history([0.1 * k for k in range(1, 21)])  # best at epoch 20 of 20
+    peaked = _history([0.5] * 5 + [0.9] + [0.5] * 14)  # best at epoch 6
+    found = ob.not_converged([rising, rising, peaked], "val_accuracy", True)
+    assert found is not None
+    text, share, where = found
+    assert "epoch 20 of 20" in text and "2 of 3 repeats" in text and share == 2 / 3
+    assert ob.not_converged([rising, peaked, peaked], "val_accuracy", True) is None
+    # Lower is better (MAE): the best is the minimum.
+    falling = _history([20 - k for k in range(20)], "val_mae")
+    assert ob.not_converged([falling], "val_mae", False) is not None
+    assert ob.best_epoch_late(_history([0.2, 0.1]), "val_accuracy", True) is None  # best: epoch 1
+    assert "not_converged" in ob.RULES
+
+
+def test_an_observation_about_a_shared_baseline_is_stated_once():
+    from hpstudy.report import state_once
+
+    def section(slug, exp):
+        note = {"variant": "baseline", "rule": "gap", "text": "val loss 14.3× training loss"}
+        return {"study": {"slug": slug, "title": slug.upper()},
+                "rows": [{"label": "baseline", "experiment": exp}], "observations": [note]}  # fmt: skip
+
+    sections = [section("lr", "e1"), section("l2", "e1"), section("other", "e2")]
+    state_once(sections)
+    first, again, other = (s["observations"][0] for s in sections)
+    assert "stated_in" not in first and "stated_in" not in other  # other runs: its own claim
+    assert again["stated_in"] == {"slug": "lr", "title": "LR"}

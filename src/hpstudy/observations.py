@@ -11,6 +11,10 @@ the sentence says in how many ("..., in 3 of 3 repeats"). The rules, in the orde
 
 - **divergence** (per run): the first epoch whose training or validation loss is not finite.
   "diverged at epoch 3 (last finite val loss 2.31 at epoch 2)".
+- **not_converged**: the epoch of the best validation metric is in the last 10% of the epochs a
+  run ran (at least its last epoch) in most repeats: the training had not converged, and more
+  epochs may still change the comparison. "not converged: the best val accuracy comes at epochs
+  19–20 of 20, in the last 10% of the epochs, in 3 of 3 repeats; more epochs may still improve it".
 - **overfitting**: the validation loss reaches its minimum at epoch m, then its mean over the last
   10% of epochs (after m) is at least 10% higher. "val loss reaches its minimum 0.301 at epoch 148
   and rises 23% by epochs 451–500 (mean 0.370): overfitting starts near epoch 148".
@@ -47,6 +51,7 @@ OSCILLATION_RATIO = 2.0
 OSCILLATION_FLOOR = 0.005  # 0.5% of the loss level per epoch
 OSCILLATION_MIN_POINTS = 5  # fewer finite epochs say nothing about oscillation
 GAP_RATIO = 2.0
+CONVERGED_TAIL = 0.10  # a best epoch in the last 10% of epochs: the training had not converged
 
 RULES = {
     "divergence": "first epoch whose training or validation loss is not finite (per run)",
@@ -64,6 +69,10 @@ RULES = {
         "((n − 1) · mean val loss), averaged over repeats; reported when a variant's index is "
         f"≥ {OSCILLATION_RATIO:g}× the baseline's or ≤ 1/{OSCILLATION_RATIO:g} of it, and the larger "
         f"is ≥ {OSCILLATION_FLOOR:.1%} per epoch"
+    ),
+    "not_converged": (
+        f"the epoch of the best validation metric is in the last {CONVERGED_TAIL:.0%} of the "
+        "epochs run (at least the last epoch) in most repeats: more epochs may still improve it"
     ),
     "gap": (
         "final val − train loss at the last finite epoch; for the baseline reported when val loss "
@@ -242,6 +251,35 @@ def oscillation(
     return text, float(ratio), f"epochs {first}–{last}"
 
 
+def best_epoch_late(history: pd.DataFrame, column: str, higher: bool) -> int | None:
+    """The epoch of the run's best `column` when it is in the last tenth of its epochs."""
+    c = _finite(history, column)
+    if c.empty:
+        return None
+    best = int(c.loc[c[column].idxmax() if higher else c[column].idxmin(), "epoch"])
+    last = int(history["epoch"].iloc[-1])
+    tail = max(1, round(CONVERGED_TAIL * len(history)))
+    return best if best > last - tail else None
+
+
+def not_converged(runs: list[pd.DataFrame], column: str, higher: bool) -> tuple | None:
+    """Rule `not_converged`: (sentence, share of repeats, epochs) when most repeats have their
+    best epoch in the last tenth of the epochs they ran."""
+    late = [best_epoch_late(h, column, higher) for h in runs]
+    hit = sorted(e for e in late if e is not None)
+    if not runs or 2 * len(hit) <= len(runs):
+        return None
+    last = int(runs[0]["epoch"].iloc[-1])
+    where = f"epoch {hit[0]}" if hit[0] == hit[-1] else f"epochs {hit[0]}–{hit[-1]}"
+    name = column.replace("_", " ")
+    text = (
+        f"not converged: the best {name} comes at {where} of {last}, in the last "
+        f"{CONVERGED_TAIL:.0%} of the epochs, in {len(hit)} of {len(runs)} repeats; more epochs "
+        "may still improve it"
+    )
+    return text, len(hit) / len(runs), where
+
+
 def _final(c: pd.DataFrame) -> pd.Series | None:
     c = c[np.isfinite(c["loss"].astype(float)) & np.isfinite(c["val_loss"].astype(float))]
     return None if c.empty else c.iloc[-1]
@@ -346,6 +384,8 @@ def observe(
                 out.append(Observation(label, rule, text, f"{files}: {where}", float(value)))
 
         out.extend(divergences(variant, runs, src))
+        if not any(first_divergence(h) is not None for h in runs):
+            add("not_converged", not_converged(runs, f"val_{metric}", higher))
         c = curve(runs, columns)
         each = [curve([h], columns) for h in runs]  # every repeat's own curve
         add("overfitting", overfitting(c), per_run=[overfitting(r) for r in each])

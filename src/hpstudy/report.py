@@ -285,6 +285,24 @@ def overview_rows(sections: list[dict]) -> list[dict]:
     return out
 
 
+def state_once(sections: list[dict]) -> None:
+    """An observation about the same runs (same experiment, rule and sentence: a baseline shared
+    by several studies) is stated in the first study that makes it; the later ones point to it
+    (`stated_in`: that study's slug and title)."""
+    seen: dict = {}
+    for section in sections:
+        experiment = {row["label"]: row["experiment"] for row in section["rows"]}
+        for note in section["observations"]:
+            exp = experiment.get(note["variant"])
+            if exp is None:
+                continue
+            key = (exp, note["rule"], note["text"])
+            if key in seen:
+                note["stated_in"] = seen[key]
+            else:
+                seen[key] = {"slug": section["study"]["slug"], "title": section["study"]["title"]}
+
+
 def run_table(sections: list[dict]) -> tuple[list[dict], float]:
     """Every run once (a run shared by several studies counts once), and the total wall time."""
     seen: dict[tuple, dict] = {}
@@ -388,6 +406,7 @@ def build_report(params: dict, inputs: dict, output: str | Path) -> None:
             params["studies"], inputs["summary"], inputs["runs"], inputs["figure"], observations
         )
     ]
+    state_once(sections)
     add_cv_views(sections, inputs.get("cv_ranking", []))
     add_grid_views(
         sections, params.get("grids", {}), inputs.get("anova", []), inputs.get("grid_figure", [])

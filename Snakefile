@@ -62,6 +62,7 @@ localrules:
     aggregate_study,
     plot_study,
     plot_grid,
+    plot_response,
     overview,
     select_cv,
     select_combination,

@@ -418,3 +418,33 @@ def test_an_observation_about_a_shared_baseline_is_stated_once():
     first, again, other = (s["observations"][0] for s in sections)
     assert "stated_in" not in first and "stated_in" not in other  # other runs: its own claim
     assert again["stated_in"] == {"slug": "lr", "title": "LR"}
+
+
+def test_response_factors_and_their_points():
+    from hpstudy import analysis
+
+    def variant(label, lr, bs, ref=False):
+        values = {"optimizer.learning_rate": lr, "training.batch_size": bs}
+        return {"label": label, "is_reference": ref, "values": values, "runs": []}
+
+    study = {"kind": "ofat", "task": "classification",
+             "varied": ["optimizer.learning_rate", "training.batch_size"],
+             "variants": [variant("baseline", 0.01, 32, True), variant("lr=0.1", 0.1, 32),
+                          variant("lr=0.001", 0.001, 32), variant("bs=64", 0.01, 64)]}  # fmt: skip
+    assert analysis.response_factors(study) == ["optimizer.learning_rate"]  # batch size: 2 values
+    points = analysis.response_points(study, "optimizer.learning_rate")
+    assert points == [(0.001, "lr=0.001"), (0.01, "baseline"), (0.1, "lr=0.1")]
+    summary = pd.DataFrame({"variant": ["baseline", "lr=0.1", "lr=0.001", "bs=64"],
+                            "is_reference": [True, False, False, False],
+                            "best_val_accuracy_mean": [0.9, 0.8, 0.85, 0.9],
+                            "best_val_accuracy_std": [0.01, 0.02, 0.0, 0.01], "runs": [3, 3, 3, 1],
+                            "verdict": [None, "worse", "no detectable difference", "single run"]})  # fmt: skip
+    table = analysis.response_table(study, summary, "optimizer.learning_rate")
+    base = table[table["variant"] == "baseline"].iloc[0]
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, 2) * 0.01 / np.sqrt(3)
+    assert (base["low"], base["high"]) == pytest.approx((0.9 - half, 0.9 + half))
+    study["variants"][2]["values"]["optimizer.learning_rate"] = "from the range test"
+    assert analysis.response_factors(study) == []  # a value that is not a number
+    assert analysis.response_factors({**study, "kind": "grid"}) == []

@@ -291,3 +291,63 @@ def lr_range_table(study: dict, suggestion_path: str | Path, out_dir: str | Path
         "suggestion": os.path.relpath(suggestion_path, out_dir),
     }
     return pd.DataFrame([row])
+
+
+#: A numeric factor with at least this many values (the reference's included) gets a response plot.
+RESPONSE_MIN_VALUES = 3
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def response_factors(study: dict) -> list[str]:
+    """The varied paths of a one-factor-at-a-time study whose values are numbers, with at least
+    RESPONSE_MIN_VALUES of them among the reference and the variants that vary that path alone."""
+    if study["kind"] != "ofat":
+        return []
+    return [
+        path for path in study["varied"] if len(response_points(study, path)) >= RESPONSE_MIN_VALUES
+    ]
+
+
+def response_points(study: dict, path: str) -> list[tuple[float, str]]:
+    """(value of `path`, variant label) of the reference and of each variant that differs from
+    it in `path` only, sorted by value; none when a value is not a number."""
+    ref = next((v for v in study["variants"] if v["is_reference"]), None)
+    if ref is None:
+        return []
+    points = []
+    for v in study["variants"]:
+        others = {p: x for p, x in v["values"].items() if p != path}
+        if others != {p: x for p, x in ref["values"].items() if p != path}:
+            continue
+        value = _number(v["values"].get(path))
+        if value is None:
+            return []
+        points.append((value, v["label"]))
+    return sorted(points)
+
+
+def response_table(study: dict, summary: pd.DataFrame, path: str) -> pd.DataFrame:
+    """One row per point of `path`'s response: value, variant, mean best validation metric and
+    its 95% t-interval over the repeats (scipy's t quantile; NaN with one run), verdict."""
+    from scipy import stats
+
+    metric = metric_of(study["task"])
+    rows = []
+    for value, label in response_points(study, path):
+        rec = summary[summary["variant"] == label].iloc[0]
+        mean, sd, n = (
+            rec[f"best_val_{metric}_mean"],
+            rec[f"best_val_{metric}_std"],
+            int(rec["runs"]),
+        )
+        half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n) if n > 1 else math.nan
+        verdict = rec.get("verdict") if isinstance(rec.get("verdict"), str) else None
+        rows.append({"value": value, "variant": label, "mean": mean, "low": mean - half,
+                     "high": mean + half, "runs": n, "is_reference": bool(rec["is_reference"]),
+                     "verdict": verdict})  # fmt: skip
+    return pd.DataFrame(rows)

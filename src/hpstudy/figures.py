@@ -261,9 +261,8 @@ def plot_overview(studies: list[dict], effects: pd.DataFrame, path: str | Path, 
         return 1.2
     fig, axes = plt.subplots(len(metrics), 1, figsize=(10, height), squeeze=False,
                              gridspec_kw={"height_ratios": [n + 2 for n in sizes]})  # fmt: skip
-    palettes = {s["slug"]: colours(s) for s in studies}
     for ax, metric in zip(axes[:, 0], metrics):
-        ticks, labels, bottom = _overview_bars(ax, rows[rows["metric"] == metric], palettes)
+        ticks, labels, bottom = _overview_bars(ax, rows[rows["metric"] == metric])
         ax.set_yticks(ticks, labels, fontsize=9)
         ax.set_ylim(bottom + 0.3, 0.7)
         ax.axvline(0, color=REFERENCE_COLOUR, linewidth=1)
@@ -272,8 +271,9 @@ def plot_overview(studies: list[dict], effects: pd.DataFrame, path: str | Path, 
         ax.set_xlim(lo - pad * (lo < 0), hi + pad)
         better = "higher" if GREATER_IS_BETTER[metric] else "lower"
         ax.set_xlabel(
-            f"mean best {OVERVIEW_LABEL[metric]} minus the study's baseline, with 95% CI "
-            f"({better} is better)"
+            f"mean best {OVERVIEW_LABEL[metric]} minus the study's baseline, with 95% "
+            f"simultaneous CI ({better} is better; green: better, red: worse, grey: no "
+            "detectable difference)"
         )
         ax.grid(True, axis="x", alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)
@@ -282,10 +282,10 @@ def plot_overview(studies: list[dict], effects: pd.DataFrame, path: str | Path, 
     return height
 
 
-def _overview_bars(ax, sub: pd.DataFrame, palettes: dict) -> tuple[list, list, float]:
+def _overview_bars(ax, sub: pd.DataFrame) -> tuple[list, list, float]:
     """One metric's panel: per study a title line, its noise band, then one bar per variant."""
     y, ticks, labels = 0.0, [], []
-    for slug, group in sub.groupby("slug", sort=False):
+    for _, group in sub.groupby("slug", sort=False):
         ax.text(0.005, y, _text(group["title"].iloc[0]), transform=ax.get_yaxis_transform(),
                 fontweight="bold", va="center", ha="left", fontsize=9.5)  # fmt: skip
         top = y - 0.5
@@ -294,7 +294,7 @@ def _overview_bars(ax, sub: pd.DataFrame, palettes: dict) -> tuple[list, list, f
             ticks.append(y)
             mark = " (diverged)" if rec["diverged"] and np.isfinite(rec["delta"]) else ""
             labels.append(_short(rec["variant"]) + mark)
-            _overview_bar(ax, y, rec, palettes[slug].get(rec["variant"], "#888888"))
+            _overview_bar(ax, y, rec, DIRECTION_COLOURS.get(rec.get("verdict"), UNDECIDED_COLOUR))
             y -= 1
         low, high = _interval_columns(group)
         half = (group[high] - group[low]).astype(float) / 2
@@ -304,6 +304,11 @@ def _overview_bars(ax, sub: pd.DataFrame, palettes: dict) -> tuple[list, list, f
                             linewidth=0, zorder=0)  # fmt: skip
         y -= 0.4
     return ticks, labels, y
+
+
+#: One meaning across the report: the verdict's direction (the report's CSS --better, --worse).
+DIRECTION_COLOURS = {"better": "#1b7a2e", "worse": "#b3263e"}
+UNDECIDED_COLOUR = "#8a8a8a"  # no detectable difference, single run
 
 
 def _interval_columns(group: pd.DataFrame) -> tuple[str, str]:
@@ -599,3 +604,45 @@ def _axis_places(names: list) -> dict:
 
 def _level_gap(places: dict) -> float:
     return 1 / (len(places) - 1) if len(places) > 1 else 0.5
+
+
+@styled
+def plot_response(study: dict, summary: pd.DataFrame, path: str | Path, dpi: int = 110) -> None:
+    """The best validation metric against each numeric factor's value (analysis.response_factors),
+    one panel per factor: the mean over repeats with its 95% interval, coloured by the verdict
+    against the reference (black), on a log axis when the values span a decade or more."""
+    from .analysis import response_factors, response_table
+
+    factors = response_factors(study)
+    metric = metric_of(study["task"])
+    fig, axes = plt.subplots(1, max(1, len(factors)), figsize=(5.2 * max(1, len(factors)), 3.8),
+                             squeeze=False)  # fmt: skip
+    for ax, factor in zip(axes[0], factors):
+        table = response_table(study, summary, factor)
+        ax.plot(table["value"], table["mean"], color="#999999", linewidth=1, zorder=1)
+        for rec in table.to_dict("records"):
+            colour = REFERENCE_COLOUR if rec["is_reference"] else DIRECTION_COLOURS.get(
+                rec["verdict"], UNDECIDED_COLOUR)  # fmt: skip
+            if np.isfinite(rec["low"]):
+                ax.errorbar(rec["value"], rec["mean"], yerr=[[rec["mean"] - rec["low"]],
+                            [rec["high"] - rec["mean"]]], fmt="none", ecolor=colour,
+                            elinewidth=1.2, capsize=3, zorder=2)  # fmt: skip
+            ax.plot(rec["value"], rec["mean"], "o", color=colour, zorder=3)
+        positive = table["value"] > 0
+        if positive.all() and table["value"].max() / table["value"].min() >= 10:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_xlabel(_text(factor))
+        better = "higher" if GREATER_IS_BETTER[metric] else "lower"
+        ax.set_ylabel(f"best val {metric} ({better} is better)")
+        ax.set_title(_text(factor.rsplit(".", 1)[-1]), fontsize=11)
+        ax.grid(True, alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+    if not factors:
+        axes[0][0].axis("off")
+    fig.suptitle(_text(study["title"]), fontsize=11)
+    fig.text(0.5, 0.01, "mean over repeats with its 95% interval · black: the reference · green "
+             "better, red worse, grey no detectable difference", ha="center", fontsize=8.5,
+             color="#555555")  # fmt: skip
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    save(fig, path, dpi)

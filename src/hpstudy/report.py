@@ -285,6 +285,14 @@ def overview_rows(sections: list[dict]) -> list[dict]:
     return out
 
 
+def add_responses(sections: list[dict], figures: list) -> None:
+    """Give each study with a response figure (results/studies/<slug>/response.<fmt>) its image."""
+    by_slug = {Path(path).parent.name: path for path in figures}
+    for section in sections:
+        path = by_slug.get(section["study"]["slug"])
+        section["response"] = image_uri(path) if path else None
+
+
 def state_once(sections: list[dict]) -> None:
     """An observation about the same runs (same experiment, rule and sentence: a baseline shared
     by several studies) is stated in the first study that makes it; the later ones point to it
@@ -407,6 +415,7 @@ def build_report(params: dict, inputs: dict, output: str | Path) -> None:
         )
     ]
     state_once(sections)
+    add_responses(sections, inputs.get("response", []))
     add_cv_views(sections, inputs.get("cv_ranking", []))
     add_grid_views(
         sections, params.get("grids", {}), inputs.get("anova", []), inputs.get("grid_figure", [])

@@ -17,6 +17,7 @@ os.environ.update(
 from snakemake.resources import Resources
 
 from hpstudy import catalog
+from hpstudy.analysis import response_factors
 from hpstudy.config import ConfigError, estimate_memory
 from hpstudy.datasets import FILE_SOURCE, raw_paths
 from hpstudy.ids import canonical_json, fused_label, fused_rule_name
@@ -414,6 +415,17 @@ def get_cv_ranking(wildcards):
     if PLAN.studies[wildcards.study].kind != "cv":
         return []
     return [checkpoints.select_cv.get(study=wildcards.study).output.ranking]
+
+
+def report_response_inputs():
+    """The response figure of each study the report shows that has a numeric factor with three
+    or more values (analysis.response_factors), in report order."""
+    slugs = [
+        s
+        for s in PLAN.report_studies()
+        if response_factors(combine_study(s).describe())
+    ]
+    return [f"results/studies/{slug}/response.{FIG}" for slug in slugs]
 
 
 def report_grid_inputs(name):

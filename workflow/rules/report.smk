@@ -9,6 +9,7 @@ rule report:
         observations=report_inputs("observations.csv"),
         anova=report_grid_inputs("anova.csv"),
         grid_figure=report_grid_inputs(f"grid.{FIG}"),
+        response=report_response_inputs(),
         overview=f"results/overview/effects.{FIG}",
         combinations=get_report_combinations,
         cv_ranking=report_cv_inputs(),

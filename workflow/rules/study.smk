@@ -73,6 +73,23 @@ rule plot_study:
         "../scripts/plot_study.py"
 
 
+# The best validation metric against each numeric factor's value (studies with a numeric factor of
+# three or more values; the report asks for it only for those).
+rule plot_response:
+    input:
+        summary="results/studies/{study}/summary.csv",
+    output:
+        f"results/studies/{{study}}/response.{FIG}",
+    log:
+        "results/logs/studies/{study}.response.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        study=get_study_json,
+    script:
+        "../scripts/plot_response.py"
+
+
 # A grid's main effects, interactions and parallel coordinates (grid studies, and cv studies with
 # a grid); the report asks for it only for those.
 rule plot_grid:

@@ -423,7 +423,8 @@ def report_response_inputs():
     slugs = [
         s
         for s in PLAN.report_studies()
-        if response_factors(combine_study(s).describe())
+        if PLAN.studies[s].kind == "ofat"
+        and response_factors(PLAN.studies[s].describe())
     ]
     return [f"results/studies/{slug}/response.{FIG}" for slug in slugs]
 

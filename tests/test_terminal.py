@@ -11,6 +11,7 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import helpers
 import pandas as pd
 import pytest
 import yaml
@@ -187,3 +188,14 @@ def test_e2e_summary_status_and_diff_answer_from_a_finished_run(tmp_path, tiny_c
     assert "2 only in OLD, 2 only in NEW" in out
     assert "- baseline: " in out and "training.epochs: 2 -> 3" in out
     assert "verdicts compared only" not in out
+
+
+def test_the_readmes_first_study_is_a_valid_complete_config(tmp_path):
+    """The config the README opens with plans as it says: 1 study, 4 experiments, 12 runs."""
+    text = (helpers.ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("## Your first study", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "my_study.yaml").write_text(block)
+    out = hpstudy(tmp_path, "status", str(tmp_path / "my_study.yaml"))
+    assert out.splitlines()[2].split()[:6] == ["learning_rate", "ofat", "0", "0", "0", "12"]
+    plan = helpers.plan_of(yaml.safe_load(block))
+    assert (len(plan.studies), len(plan.experiments), len(plan.runs)) == (1, 4, 12)

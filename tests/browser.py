@@ -45,6 +45,11 @@ INSPECT = """
     brokenAnchors: Array.from(document.querySelectorAll('a[href^="#"]'))
       .map(a => a.getAttribute('href').slice(1)).filter(id => !document.getElementById(id)),
     scrollWidth: document.documentElement.scrollWidth,
+    // how far any table would scroll sideways inside its own box (0: it fits)
+    tableOverflow: Math.max(0, ...Array.from(document.querySelectorAll('.table-wrap'))
+      .map(w => w.scrollWidth - w.clientWidth)),
+    verdictWidths: Array.from(document.querySelectorAll('table.study-table td.verdict'))
+      .map(td => td.getBoundingClientRect().width),
     title: document.title,
     verdicts: Array.from(document.querySelectorAll('table.study-table td.verdict'))
       .map(td => td.innerText.trim()).filter(t => t),

@@ -67,15 +67,17 @@ def same_results(a, b) -> bool:
 
 
 def close_results(a, b, rtol=1e-5) -> bool:
-    """history.csv and metrics.json (apart from timing and host) equal to within `rtol`."""
+    """history.csv and metrics.json (apart from timing, host and how it was trained, `fused`)
+    equal to within `rtol`."""
     ha, hb = (pd.read_csv(d / "history.csv") for d in (a, b))
     if list(ha.columns) != list(hb.columns) or len(ha) != len(hb):
         return False
     if not np.allclose(ha.to_numpy(), hb.to_numpy(), rtol=rtol, atol=1e-8, equal_nan=True):
         return False
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
-    keys = set(ma) - {"timing", "host"}
-    if keys != set(mb) - {"timing", "host"}:
+    job = {"timing", "host", "fused"}
+    keys = set(ma) - job
+    if keys != set(mb) - job:
         return False
     for key in keys:
         x, y = ma[key], mb[key]

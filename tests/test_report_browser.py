@@ -90,8 +90,10 @@ def test_report_reads_cleanly_in_chromium(finished):
     facts, errors = browser.inspect(finished / "results/report.html", shot, binary)
     assert errors == []
     assert facts["title"] == "Tiny report"
-    # the overview chart and one figure per study, all decoded to a real size, all inline
-    assert len(facts["images"]) == 3
+    # the overview chart, one figure per study and the lr study's response figure (three
+    # learning rates), all decoded to a real size, all inline
+    assert len(facts["images"]) == 4
+    assert (finished / "results/studies/lr/response.svg").exists()
     for image in facts["images"]:
         assert image["width"] > 0 and image["height"] > 0, image
         assert image["scheme"] == "data", image
@@ -99,6 +101,8 @@ def test_report_reads_cleanly_in_chromium(finished):
     assert facts["brokenAnchors"] == []
     assert not [link for link in facts["links"] if re.match(r"(https?:)?//", link)]
     assert facts["scrollWidth"] <= 1366  # no sideways scrolling on a laptop screen
+    assert facts["tableOverflow"] == 0  # nor inside a table
+    assert min(facts["verdictWidths"]) >= 150  # a verdict column wide enough to read
     # a verdict for every variant against its baseline, as a reader sees it: lr (2 repeats per
     # variant) gets a test; act (1 run) gets none
     verdicts = facts["verdicts"]

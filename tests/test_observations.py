@@ -417,7 +417,7 @@ def test_an_observation_about_a_shared_baseline_is_stated_once():
     state_once(sections)
     first, again, other = (s["observations"][0] for s in sections)
     assert "stated_in" not in first and "stated_in" not in other  # other runs: its own claim
-    assert again["stated_in"] == {"slug": "lr", "title": "LR"}
+    assert again["stated_in"] == {"slug": "lr", "title": "LR"} and again["rules"] == ["gap"]
 
 
 def test_response_factors_and_their_points():

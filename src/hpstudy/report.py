@@ -187,6 +187,13 @@ def study_section(study: dict, summary_csv, runs_csv, figure, observations_csv=N
                 "runs": n,
             }
         )
+    reference = next((r["cells"] for r in rows if r["reference"]), None)
+    for r in rows:  # with many varied keys, a row shows those it sets apart from the reference
+        r["changed"] = [
+            (path, cell)
+            for path, cell, ref in zip(study["varied"], r["cells"], reference or r["cells"])
+            if r["reference"] or reference is None or cell != ref
+        ]
     notes = []
     if observations_csv is not None:
         for rec in pd.read_csv(observations_csv, keep_default_na=False).to_dict("records"):
@@ -309,6 +316,15 @@ def state_once(sections: list[dict]) -> None:
                 note["stated_in"] = seen[key]
             else:
                 seen[key] = {"slug": section["study"]["slug"], "title": section["study"]["title"]}
+        merged: list = []  # one pointer per variant and study: "the same gap and speed as in ..."
+        for note in section["observations"]:
+            last = merged[-1] if merged else None
+            if (note.get("stated_in") and last and last.get("stated_in") == note["stated_in"]
+                    and last["variant"] == note["variant"]):  # fmt: skip
+                last["rules"].append(note["rule"])
+                continue
+            merged.append({**note, "rules": [note["rule"]]} if note.get("stated_in") else note)
+        section["observations"] = merged
 
 
 def run_table(sections: list[dict]) -> tuple[list[dict], float]:

@@ -148,52 +148,57 @@ def _finite(value) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
+def mark_changed(rows: list[dict], varied: list) -> None:
+    """Give each row `changed`: the (path, value) it sets apart from the reference's (all of
+    them for the reference), for the one-cell view of a study with many varied keys."""
+    reference = next((r["cells"] for r in rows if r["reference"]), None)
+    for r in rows:
+        r["changed"] = [
+            (path, cell)
+            for path, cell, ref in zip(varied, r["cells"], reference or r["cells"])
+            if r["reference"] or reference is None or cell != ref
+        ]
+
+
+def study_row(rec: dict, study: dict, metric: str, palette: dict) -> dict:
+    """One variant's row of a study table (a summary.csv record), formatted for the template."""
+    n = int(rec["runs"])
+    verdict = rec.get("verdict") if isinstance(rec.get("verdict"), str) else ""
+    return {
+        "label": rec["variant"],
+        "colour": palette.get(rec["variant"], "#888"),
+        "reference": bool(rec["is_reference"]),
+        "best": bool(rec["is_best"]),
+        "experiment": rec["experiment"],
+        "cells": [fmt(rec.get(p)) for p in study["varied"]],
+        "best_val": pm(rec[f"best_val_{metric}_mean"], rec[f"best_val_{metric}_std"], n),
+        "best_epoch": fmt(rec["best_epoch_mean"], 3),
+        "gap": fmt(rec["final_train_val_gap_mean"], 3),
+        "test": pm(rec[f"test_{metric}_mean"], rec[f"test_{metric}_std"], n),
+        "delta": _delta(rec),
+        "prob": _prob(rec),
+        "verdict": _verdict(rec),
+        "verdict_class": VERDICT_CLASS.get(verdict, ""),
+        "detectable": verdict in VERDICT_CLASS,
+        "test_delta": _delta(rec, "test_"),
+        "test_verdict": _verdict(rec, "test_"),
+        "test_verdict_class": VERDICT_CLASS.get(rec.get("test_verdict"), ""),
+        "score": _finite(rec.get("delta_vs_reference")) if not rec["is_reference"] else None,
+        "sec_per_epoch": fmt(rec["seconds_per_epoch"], 2),
+        "params": f"{int(rec['params']):,}",
+        "diverged": int(rec["diverged"]),
+        "runs": n,
+    }
+
+
 def study_section(study: dict, summary_csv, runs_csv, figure, observations_csv=None) -> dict:
     """Everything the template shows for one study, with numbers already formatted."""
     metric = metric_of(study["task"])
     summary = pd.read_csv(summary_csv)
     runs = pd.read_csv(runs_csv)
     palette = colours(study)
-    rows = []
-    for rec in summary.to_dict("records"):
-        n = int(rec["runs"])
-        verdict = rec.get("verdict") if isinstance(rec.get("verdict"), str) else ""
-        rows.append(
-            {
-                "label": rec["variant"],
-                "colour": palette.get(rec["variant"], "#888"),
-                "reference": bool(rec["is_reference"]),
-                "best": bool(rec["is_best"]),
-                "experiment": rec["experiment"],
-                "cells": [fmt(rec.get(p)) for p in study["varied"]],
-                "best_val": pm(rec[f"best_val_{metric}_mean"], rec[f"best_val_{metric}_std"], n),
-                "best_epoch": fmt(rec["best_epoch_mean"], 3),
-                "gap": fmt(rec["final_train_val_gap_mean"], 3),
-                "test": pm(rec[f"test_{metric}_mean"], rec[f"test_{metric}_std"], n),
-                "delta": _delta(rec),
-                "prob": _prob(rec),
-                "verdict": _verdict(rec),
-                "verdict_class": VERDICT_CLASS.get(verdict, ""),
-                "detectable": verdict in VERDICT_CLASS,
-                "test_delta": _delta(rec, "test_"),
-                "test_verdict": _verdict(rec, "test_"),
-                "test_verdict_class": VERDICT_CLASS.get(rec.get("test_verdict"), ""),
-                "score": _finite(rec.get("delta_vs_reference"))
-                if not rec["is_reference"]
-                else None,
-                "sec_per_epoch": fmt(rec["seconds_per_epoch"], 2),
-                "params": f"{int(rec['params']):,}",
-                "diverged": int(rec["diverged"]),
-                "runs": n,
-            }
-        )
-    reference = next((r["cells"] for r in rows if r["reference"]), None)
-    for r in rows:  # with many varied keys, a row shows those it sets apart from the reference
-        r["changed"] = [
-            (path, cell)
-            for path, cell, ref in zip(study["varied"], r["cells"], reference or r["cells"])
-            if r["reference"] or reference is None or cell != ref
-        ]
+    rows = [study_row(rec, study, metric, palette) for rec in summary.to_dict("records")]
+    mark_changed(rows, study["varied"])
     notes = []
     if observations_csv is not None:
         for rec in pd.read_csv(observations_csv, keep_default_na=False).to_dict("records"):

@@ -93,6 +93,13 @@ def test_lowering_repeats_keeps_the_larger_job(plan4, tiny_config):
     assert all(v == [three] for v in jobs.values())
 
 
+def test_lowering_to_one_repeat_keeps_the_fused_job_too(tiny_config):
+    one = plan_of(dict(tiny_config, repeats=1))
+    two = ("r0", "r1")
+    assert all(v == [two] for v in jobs_of(one, dict.fromkeys(two, two)).values())
+    assert jobs_of(one, {}) == {}  # nothing finished: one repeat is a `train` job
+
+
 def test_a_job_with_a_run_missing_is_trained_again_whole(plan4):
     """r1 deleted from the job of r0, r1: the job that writes r1 writes r0 too."""
     jobs = jobs_of(plan4, {"r0": ("r0", "r1")})
@@ -147,5 +154,6 @@ def test_e2e_raising_repeats_trains_only_the_new_ones_and_lowering_nothing(
     table = (tmp_path / "results" / "studies" / "lr" / "runs.csv").read_text()
     assert table.count("r3") == 0 and table.count(",r2,") == n
     assert set_repeats(tmp_path, cfg, 4) == {}
+    assert set_repeats(tmp_path, cfg, 1) == {}
     assert set_repeats(tmp_path, cfg, 5) == {"train": n}
     assert digests(tmp_path) == after  # the dry runs changed nothing

@@ -397,13 +397,13 @@ class Plan:
         unfused = self.not_fused()
         return {exp: n for exp, n in self._repeat_counts().items() if exp not in unfused}
 
-    def _repeat_counts(self) -> dict:
-        """Experiment -> its planned repeats, for those with two or more."""
+    def _repeat_counts(self, minimum: int = 2) -> dict:
+        """Experiment -> its planned repeats, for those with `minimum` or more."""
         counts: dict = {}
         for run in self.runs.values():
             if run.repeat is not None:
                 counts[run.experiment] = counts.get(run.experiment, 0) + 1
-        return {exp: n for exp, n in counts.items() if n >= 2}
+        return {exp: n for exp, n in counts.items() if n >= minimum}
 
     def fused_jobs(self, trained_with) -> dict:
         """Experiment -> its fused jobs, each the tuple of runs it trains together (r0, r1, ...).
@@ -418,7 +418,12 @@ class Plan:
         params, inputs or outputs, which is what Snakemake compares to decide a rerun.
         """
         jobs = {}
-        for exp, n in self.fused_repeats().items():
+        if not self.config["execution"]["fuse_repeats"] or self.config["logging"]["tensorboard"]:
+            return jobs
+        unfused = self.not_fused()
+        # One repeat too: lowered to 1, r0 still comes from the fused job that trained it.
+        counts = self._repeat_counts(minimum=1)
+        for exp, n in ((e, n) for e, n in counts.items() if e not in unfused):
             done, covered = [], set()
             for name in (f"r{k}" for k in range(n)):
                 runs = None if name in covered else trained_with(exp, name)

@@ -487,3 +487,17 @@ def test_intervals_stay_within_the_range_delta_can_take():
     assert (c.delta_ci_low, c.delta_ci_high) == (-1.0, 1.0)
     assert c.delta_ci_high_adjusted == 1.0 and c.delta_mean == wide.delta_mean
     assert c.p_value == wide.p_value and c.verdict == wide.verdict  # the test is unchanged
+
+
+def test_no_interval_for_p_better_when_every_resample_agrees():
+    """3 runs a side, each variant run beats each baseline run: the percentile bootstrap would
+    say [1.00, 1.00]; there is no interval, and the report counts the pairs instead."""
+    from hpstudy.report import _prob
+
+    c = adjust([compare_runs([0.9, 0.91, 0.92], [0.8, 0.81, 0.82], True)], True)[0]
+    assert c.prob_better == 1.0
+    assert math.isnan(c.prob_better_ci_low) and math.isnan(c.prob_better_ci_high)
+    assert _prob({**c.as_dict(), "is_reference": False}) == "1.00 (9 of 9 pairs)"
+    mixed = adjust([compare_runs([0.9, 0.8, 0.92], [0.85, 0.81, 0.95], True)], True)[0]
+    assert mixed.prob_better_ci_low < mixed.prob_better_ci_high  # a real interval
+    assert _prob({**mixed.as_dict(), "is_reference": False}).count("[") == 1

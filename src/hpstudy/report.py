@@ -125,8 +125,13 @@ def _prob(rec: dict, prefix: str = "") -> str:
     if rec["is_reference"] or p is None or not math.isfinite(p):
         return ""
     low, high = rec.get(f"{prefix}prob_better_ci_low"), rec.get(f"{prefix}prob_better_ci_high")
-    ci = f" [{low:.2f}, {high:.2f}]" if low is not None and math.isfinite(low) else ""
-    return f"{p:.2f}{ci}"
+    if low is not None and math.isfinite(low):
+        return f"{p:.2f} [{low:.2f}, {high:.2f}]"
+    n, m = rec.get(f"{prefix}n_variant"), rec.get(f"{prefix}n_baseline")
+    if n is not None and m is not None and math.isfinite(n) and math.isfinite(m) and n * m > 1:
+        pairs = int(n) * int(m)  # no interval: every resample agrees; say what the runs show
+        return f"{p:.2f} ({p * pairs:g} of {pairs} pairs)"
+    return f"{p:.2f}"
 
 
 def _verdict(rec: dict, prefix: str = "") -> str:

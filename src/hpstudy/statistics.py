@@ -195,7 +195,12 @@ def _welch(variant: np.ndarray, baseline: np.ndarray) -> tuple[float, ...]:
 
 
 def _percentile_ci(boot: np.ndarray) -> tuple[float, float]:
+    """The 95% percentile interval of a bootstrap, or NaN when it has no width: every resample
+    of a few runs that all win (or all lose) gives the same value, and [1.00, 1.00] from 3 runs
+    a side would claim a certainty the runs cannot give."""
     low, high = np.quantile(boot, [0.025, 0.975])
+    if low == high:
+        return _NAN, _NAN
     return float(low), float(high)
 
 
@@ -535,7 +540,9 @@ def describe_method(alpha: float = ALPHA) -> str:
         "the values Delta can take, which keeps their coverage. P(better) is the probability that a run of the variant beats a run of "
         "the baseline in the metric's better direction (ties count 1/2; the Mann-Whitney U "
         "divided by the number of pairs, as in rliable), with a 95% percentile bootstrap "
-        "interval that resamples each side independently. Within each study the p-values are "
+        "interval that resamples each side independently (none when every resample gives the same "
+        "value, as when each of a few runs beats each of the other side's: the report then "
+        "counts the pairs won). Within each study the p-values are "
         f"adjusted by the Holm-Bonferroni method, and a difference is called better or worse "
         f"when its adjusted p-value is below alpha = {alpha:g}; otherwise it is no detectable "
         "difference, which is not evidence of equality, and a variant with fewer than two "

@@ -135,6 +135,11 @@ def test_the_catalog_names_each_experiment_by_its_uses(tiny_config, tmp_path):
 @pytest.mark.e2e
 def test_e2e_the_terminal_of_a_run(tmp_path, tiny_config):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(tiny_config))
+    # A first dry run (no catalog yet): Snakemake's job blocks, each training job's names below.
+    dry = run_snakemake(tmp_path, "-n")
+    blocks = dry.stdout + dry.stderr
+    assert "rule train:" in blocks and "    trains: lr: baseline [r0]" in blocks
+    assert "    trains: lr: learning_rate=0.1 [r0]" in blocks
     done = run_snakemake(tmp_path, "--cores", "2")
     text = done.stdout + done.stderr
     assert "hpstudy: 2 training jobs" in text

@@ -6,7 +6,8 @@ A logger plugin is Snakemake's maintained way to shape its output (snakemake-int
 plugins): records arrive with their event (JOB_INFO when a job starts, JOB_FINISHED, PROGRESS,
 RUN_INFO with the job counts), and nothing of Snakemake's own text is parsed.
 
-What it prints, in a real run (a dry run prints what Snakemake prints):
+What it prints, in a real run (a dry run prints what Snakemake prints, with a `trains: study:
+variant [runs]` line under each training job's block):
 
     hpstudy: 12 runs to train in 4 jobs, 19 jobs in all
     trained lr: learning_rate=0.1 [r0-r2]  3 runs in 14.2 s  best val accuracy 0.912 0.905 0.921
@@ -187,10 +188,24 @@ class LogHandler(LogHandlerBase):
                 self.write(short)
             elif self.passthrough:
                 self.snakemake.emit(record)
+                self.name_job(record)
             else:
                 self.show(record)
         except Exception:  # noqa: BLE001 - a display problem must never stop the workflow
             self.handleError(record)
+
+    def name_job(self, record: logging.LogRecord) -> None:
+        """Below a training job's block (a dry run, --verbose): the study variants it trains."""
+        event = getattr(record, "event", None)
+        if event == LogEvent.WORKFLOW_STARTED:
+            self.configfiles = [str(f) for f in getattr(record, "configfiles", None) or []]
+        if event != LogEvent.JOB_INFO or not TRAINING.match(getattr(record, "rule_name", "")):
+            return
+        if not self.catalog:
+            self.catalog = read_catalog() or planned_catalog(getattr(self, "configfiles", []))
+        job = Job(record.rule_name, dict(record.wildcards or {}), list(record.output or []), 0.0)
+        if self.catalog.get(job.wildcards.get("exp")):
+            self.write(f"    trains: {describe(job, self.catalog)}")
 
     def show(self, record: logging.LogRecord) -> None:
         event = getattr(record, "event", None)
@@ -261,6 +276,20 @@ class LogHandler(LogHandlerBase):
         if self.show_progress or (done == total and self.training_total):
             self.write(line)
         self.show_progress = False
+
+
+def planned_catalog(configfiles: list) -> dict:
+    """The catalog of the config files as hpstudy plans them (before the catalog job has run:
+    a first dry run); {} when they cannot be planned here."""
+    if not configfiles:
+        return {}
+    try:
+        from hpstudy import catalog
+        from hpstudy.plan import load_plan
+
+        return catalog.build(load_plan(configfiles))
+    except Exception:  # noqa: BLE001 - names are a courtesy; Snakemake reports config errors
+        return {}
 
 
 def read_catalog() -> dict:

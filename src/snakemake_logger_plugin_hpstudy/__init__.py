@@ -148,6 +148,7 @@ class LogHandler(LogHandlerBase):
         self.peak_parallel = 1
         self.catalog: dict | None = None
         self.total = 0
+        self.configfiles: list = []  # from WORKFLOW_STARTED, to plan the names if need be
         self.show_progress = False  # after a training job, and at the end
 
     @property
@@ -202,7 +203,7 @@ class LogHandler(LogHandlerBase):
         if event != LogEvent.JOB_INFO or not TRAINING.match(getattr(record, "rule_name", "")):
             return
         if not self.catalog:
-            self.catalog = read_catalog() or planned_catalog(getattr(self, "configfiles", []))
+            self.catalog = read_catalog() or planned_catalog(self.configfiles)
         job = Job(record.rule_name, dict(record.wildcards or {}), list(record.output or []), 0.0)
         if self.catalog.get(job.wildcards.get("exp")):
             self.write(f"    trains: {describe(job, self.catalog)}")
@@ -222,8 +223,9 @@ class LogHandler(LogHandlerBase):
             self.job_finished(self.jobs.pop(record.job_id, None))
         elif event == LogEvent.PROGRESS:
             self.progress(record.done, record.total)
-        elif event in (LogEvent.WORKFLOW_STARTED, LogEvent.SHELLCMD, LogEvent.RESOURCES_INFO,
-                       LogEvent.JOB_STARTED):  # fmt: skip
+        elif event == LogEvent.WORKFLOW_STARTED:
+            self.configfiles = [str(f) for f in getattr(record, "configfiles", None) or []]
+        elif event in (LogEvent.SHELLCMD, LogEvent.RESOURCES_INFO, LogEvent.JOB_STARTED):
             return
         elif record.levelno >= logging.WARNING or event is not None:
             self.snakemake.emit(record)
@@ -248,8 +250,8 @@ class LogHandler(LogHandlerBase):
         seconds = time.time() - job.started
         self.show_progress = bool(TRAINING.match(job.rule))
         if TRAINING.match(job.rule):
-            if not self.catalog:
-                self.catalog = read_catalog()
+            if not self.catalog:  # the catalog job runs first; if it has not, plan the names
+                self.catalog = read_catalog() or planned_catalog(self.configfiles)
             self.training_done += 1
             self.training_seconds += seconds
             runs = runs_of(job.output)

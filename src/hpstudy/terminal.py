@@ -43,6 +43,15 @@ def number(value, signed: bool = False) -> str:
     return f"{value:+.3g}" if signed else f"{value:.3g}"
 
 
+def spread(row: pd.Series, score: str) -> str:
+    """`0.912 ± 0.011 (n=3)`, or what stands in for a score no run has (every run diverged)."""
+    mean, sd = row[f"{score}_mean"], row[f"{score}_std"]
+    if pd.isna(mean):
+        diverged = int(row.get("diverged", 0) or 0)
+        return f"no score ({diverged} of {row['runs']} diverged)" if diverged else "no score"
+    return f"{number(mean)} ± {number(sd)} (n={row['runs']})"
+
+
 def study_table(summary: pd.DataFrame, metric: str, prefix: str = "") -> str:
     """The rows of one study's summary.csv: validation (prefix "") or test ("test_")."""
     score = f"best_val_{metric}" if not prefix else f"test_{metric}"
@@ -55,7 +64,7 @@ def study_table(summary: pd.DataFrame, metric: str, prefix: str = "") -> str:
         reference = bool(row["is_reference"])
         rows.append([
             str(row["variant"]) + (" (reference)" if reference else ""),
-            f"{number(row[f'{score}_mean'])} ± {number(row[f'{score}_std'])} (n={row['runs']})",
+            spread(row, score),
             "" if reference else number(row.get(f"{prefix}delta_mean"), True),
             ci,
             "" if reference else number(row.get(f"{prefix}p_adjusted")),

@@ -81,6 +81,15 @@ def plan_of(cfg: dict, files: tuple = ("test.yaml",)) -> Plan:
     return make_plan(config_mod.validate(copy.deepcopy(cfg), list(files)), list(files))
 
 
+def cited_files(source: str) -> list[str]:
+    """The history.csv paths an observation's `source` cites, braces expanded."""
+    out = []
+    for path in re.findall(r"[^\s,;]*(?:\{[^}]*\})?[^\s,;{]*history\.csv", source):
+        m = re.fullmatch(r"(.*)\{(.*)\}(.*)", path)
+        out += [f"{m[1]}{run}{m[3]}" for run in m[2].split(",")] if m else [path]
+    return out
+
+
 def prepared_digits(root: Path, data_spec: dict, source: str = "digits") -> Path:
     """digits (or another built-in `source`) converted and prepared under `data_spec` into
     `root/data.npz`, as the workflow does."""

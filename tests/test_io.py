@@ -64,7 +64,8 @@ def test_the_file_is_synced_before_the_rename_and_the_directory_after(tmp_path, 
 
 def test_every_atomic_writer_syncs(tmp_path, monkeypatch):
     calls = _record_fsyncs(monkeypatch)
-    io.atomic_write_bytes(tmp_path / "a.bin", b"\x00")
+    with io.atomic_path(tmp_path / "a.bin") as tmp:
+        tmp.write_bytes(b"\x00")
     with io.atomic_path(tmp_path / "b.npz", suffix=".npz") as tmp:  # as training does
         np.savez(tmp, x=np.arange(3))
     assert calls == ["file", "dir", "file", "dir"]

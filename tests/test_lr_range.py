@@ -12,6 +12,18 @@ from hpstudy import lr_range
 from hpstudy.config import ConfigError
 from hpstudy.plan import lr_range_of
 
+
+def stop_index(losses, beta: float = 0.98, stop_factor: float = 4.0) -> int | None:
+    """Index of the batch after which the test stops (it is still recorded), or None."""
+    smoother, lowest = lr_range.Smoother(beta), math.inf
+    for i, loss in enumerate(losses):
+        smoothed = smoother.update(float(loss))
+        if lr_range.should_stop(float(loss), smoothed, lowest, stop_factor):
+            return i
+        lowest = min(lowest, smoothed)
+    return None
+
+
 CONFIG = {
     "datasets": {"d": {"source": "digits"}},
     "baselines": {
@@ -68,18 +80,18 @@ def test_smoothing_is_bias_corrected():
 def test_stops_once_the_smoothed_loss_exceeds_the_factor_times_its_minimum():
     losses = [4.0, 3.0, 2.0, 1.0, 1.0, 1.0, 3.0, 9.0, 30.0, 100.0]
     smoothed = lr_range.smooth(losses, 0.5)
-    stop = lr_range.stop_index(losses, beta=0.5, stop_factor=4.0)
+    stop = stop_index(losses, beta=0.5, stop_factor=4.0)
     first_over = next(
         i for i in range(1, len(losses)) if smoothed[i] > 4 * smoothed[:i].min()
     )  # the rule written out
     assert stop == first_over
     assert smoothed[stop - 1] <= 4 * smoothed[: stop - 1].min()
-    assert lr_range.stop_index(losses, beta=0.5, stop_factor=1000.0) is None
+    assert stop_index(losses, beta=0.5, stop_factor=1000.0) is None
 
 
 def test_stops_on_a_non_finite_loss():
-    assert lr_range.stop_index([2.0, 1.5, float("nan"), 1.0], 0.98, 4.0) == 2
-    assert lr_range.stop_index([2.0, float("inf")], 0.98, 4.0) == 1
+    assert stop_index([2.0, 1.5, float("nan"), 1.0], 0.98, 4.0) == 2
+    assert stop_index([2.0, float("inf")], 0.98, 4.0) == 1
 
 
 # The suggestion ---------------------------------------------------------------------------------

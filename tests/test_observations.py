@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import cited_files
 
 from hpstudy import observations as ob
 
@@ -296,7 +297,7 @@ def test_observe_study_and_check_against_cited_files(tmp_path):
     assert len(frame) == len(found)
 
     for o in found:
-        cited = ob.cited_files(o.source)
+        cited = cited_files(o.source)
         assert cited and all(p in paths[o.variant] + paths["baseline"] for p in cited)
         data = pd.read_csv(cited[0])
         if o.rule == "divergence":
@@ -343,7 +344,7 @@ def test_observe_with_repeats_uses_mean_curve_and_cites_every_run(tmp_path):
 
 def test_cited_files_expands_braces():
     source = "mean of r/x/{r0,r1}/history.csv; baseline r/y/r0/history.csv: epoch 3"
-    assert ob.cited_files(source) == [
+    assert cited_files(source) == [
         "r/x/r0/history.csv",
         "r/x/r1/history.csv",
         "r/y/r0/history.csv",

@@ -17,9 +17,7 @@ import browser
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import ROOT, run_snakemake
-
-from hpstudy import observations
+from helpers import ROOT, cited_files, run_snakemake
 
 ARTIFACTS = ROOT / "test-artifacts"
 TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
@@ -143,7 +141,7 @@ def test_observations_check_out_against_the_files_they_cite(finished):
     )
     assert len(notes)
     for rec in notes.to_dict("records"):
-        cited = observations.cited_files(rec["source"])
+        cited = cited_files(rec["source"])
         assert cited
         for path in cited:
             assert (finished / path).exists(), path

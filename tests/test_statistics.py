@@ -17,7 +17,6 @@ from statsmodels.stats.power import TTestIndPower
 from hpstudy import statistics as st
 from hpstudy.statistics import (
     ALPHA,
-    VERDICTS,
     Comparison,
     adjust,
     compare_folds,
@@ -27,6 +26,8 @@ from hpstudy.statistics import (
     seeds_needed,
 )
 
+# Every verdict the statistics can give (the report colours and counts these).
+VERDICTS = ("better", "worse", "no detectable difference", "single run")
 MODULE = Path(st.__file__)
 
 

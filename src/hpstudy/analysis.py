@@ -10,7 +10,6 @@ import math
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from . import statistics
@@ -22,11 +21,6 @@ def read_metrics(path: str | Path) -> dict:
     """A run's metrics.json."""
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
-
-
-def read_history(path: str | Path) -> pd.DataFrame:
-    """A run's history.csv."""
-    return pd.read_csv(path)
 
 
 def shown_value(path: str, value, metrics: dict) -> str:
@@ -202,15 +196,6 @@ def best_of(table: pd.DataFrame, higher: bool) -> pd.Series:
     if len(better):
         flag[better[col].idxmax() if higher else better[col].idxmin()] = True
     return flag
-
-
-def mean_curves(histories: list[pd.DataFrame], column: str) -> pd.DataFrame:
-    """Mean and std of `column` across repeats, epoch by epoch (over the repeats that reached it)."""
-    frames = [h.set_index("epoch")[column].rename(i) for i, h in enumerate(histories)]
-    wide = pd.concat(frames, axis=1).replace([np.inf, -np.inf], np.nan)
-    return pd.DataFrame(
-        {"mean": wide.mean(axis=1), "std": wide.std(axis=1, ddof=1).fillna(0.0)}
-    ).reset_index()
 
 
 def effects_table(studies: list[dict], summaries: list[pd.DataFrame]) -> pd.DataFrame:

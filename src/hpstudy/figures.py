@@ -17,9 +17,8 @@ import pandas as pd  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
 from . import grid, statistics  # noqa: E402
-from .analysis import mean_curves  # noqa: E402
+from .history import first_divergence, mean_curves  # noqa: E402
 from .io import atomic_path  # noqa: E402
-from .observations import first_divergence  # noqa: E402
 from .tasks import GREATER_IS_BETTER, metric_of  # noqa: E402
 
 # Paul Tol's "bright" and "muted" qualitative schemes: distinguishable with colour blindness.
@@ -236,7 +235,7 @@ def _short(text: str, width: int = 38) -> str:
 @styled
 def plot_overview(studies: list[dict], effects: pd.DataFrame, path: str | Path, dpi: int = 110):
     """Horizontal bars: each variant's mean best val metric minus its study's baseline, with its
-    95% CI whisker, grouped by study (one panel per metric). Returns the figure's height.
+    95% CI whisker, grouped by study (one panel per metric).
 
     `effects` is `analysis.effects_table`; studies without a reference have no bars. A bar is
     coloured as in the study's figure when its verdict is better or worse, pale otherwise; a grey
@@ -279,7 +278,6 @@ def plot_overview(studies: list[dict], effects: pd.DataFrame, path: str | Path, 
         ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     save(fig, path, dpi)
-    return height
 
 
 def _overview_bars(ax, sub: pd.DataFrame) -> tuple[list, list, float]:

@@ -38,6 +38,7 @@ import numpy as np
 
 from . import components, lr_range, models, stopping
 from .devices import host_facts
+from .history import first_non_finite
 from .ids import fused_label
 from .io import finish_first
 from .stacked import StackedModel, Unstackable
@@ -46,6 +47,7 @@ from .training import (
     EpochClock,
     Recorder,
     build_compiled,
+    epoch_order,
     history_row,
     learning_rate,
     load_inputs,
@@ -173,11 +175,6 @@ class FusedRecorder(EpochClock):
             self.model.stop_training = True
 
 
-def first_non_finite(rows: list[dict]) -> int | None:
-    """The first epoch whose training or validation loss is not finite, if any."""
-    return next((r["epoch"] for r in rows if not math.isfinite(r["val_loss"] + r["loss"])), None)
-
-
 def fused_fit_data(model, tower_arrays: list[dict], training: dict, seeds: list, initial_epoch):
     """The data arguments of the fused `model.fit`: batches of `(batch, R, ...)`.
 
@@ -219,14 +216,7 @@ def fused_fit_data(model, tower_arrays: list[dict], training: dict, seeds: list,
         )
 
     def epoch_batches(epoch):
-        orders = []
-        for seed in seeds:
-            order = tf.range(n, dtype=tf.int64)
-            if training["shuffle"]:
-                order = tf.random.experimental.stateless_shuffle(
-                    order, seed=tf.stack([tf.constant(seed, tf.int64), epoch])
-                )
-            orders.append(order)
+        orders = [epoch_order(n, seed, epoch, training["shuffle"]) for seed in seeds]
         return tf.data.Dataset.from_tensor_slices(tf.stack(orders, axis=1)).batch(batch)
 
     batches = tf.data.Dataset.range(initial_epoch, training["epochs"]).flat_map(epoch_batches)

@@ -256,11 +256,6 @@ def missing_cells(table: pd.DataFrame, factors: list, score: str = SCORE) -> lis
     return [combo for combo in combos if combo not in present]
 
 
-def is_full_factorial(table: pd.DataFrame, factors: list, score: str = SCORE) -> bool:
-    """Whether every combination of the factors' levels has at least one scored observation."""
-    return bool(factors) and not missing_cells(table, factors, score)
-
-
 def _cell_name(factors: list, combo: tuple) -> str:
     return ", ".join(f"{f.rsplit('.', 1)[-1]}={level}" for f, level in zip(factors, combo))
 

@@ -77,11 +77,6 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
 def redirect_output(log_path: str | Path):
     """Send this process's stdout and stderr, Python's and the C libraries', to `log_path`.
 

@@ -69,17 +69,6 @@ def should_stop(loss: float, smoothed: float, lowest: float, stop_factor: float)
     return not (math.isfinite(loss) and math.isfinite(smoothed)) or smoothed > stop_factor * lowest
 
 
-def stop_index(losses, beta: float = 0.98, stop_factor: float = 4.0) -> int | None:
-    """Index of the batch after which the test stops (it is still recorded), or None."""
-    smoother, lowest = Smoother(beta), math.inf
-    for i, loss in enumerate(losses):
-        smoothed = smoother.update(float(loss))
-        if should_stop(float(loss), smoothed, lowest, stop_factor):
-            return i
-        lowest = min(lowest, smoothed)
-    return None
-
-
 def suggest(lrs, smoothed, rule: str = "steepest", skip: int | None = None) -> dict:
     """The suggested learning rate from the recorded curve (see the module docstring).
 

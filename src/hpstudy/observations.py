@@ -34,13 +34,12 @@ the sentence says in how many ("..., in 3 of 3 repeats"). The rules, in the orde
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 
-from .analysis import mean_curves
+from .history import first_divergence, mean_curves
 from .tasks import GREATER_IS_BETTER, metric_of
 
 OVERFIT_MIN_RISE = 0.10  # relative rise of val loss after its minimum
@@ -120,14 +119,6 @@ def curve(runs: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
         mean = mean_curves(runs, column)[["epoch", "mean"]].rename(columns={"mean": column})
         out = mean if out is None else out.merge(mean, on="epoch")
     return out
-
-
-def first_divergence(history: pd.DataFrame) -> int | None:
-    """First epoch whose training or validation loss is NaN or infinite, or None."""
-    bad = ~(
-        np.isfinite(history["loss"].astype(float)) & np.isfinite(history["val_loss"].astype(float))
-    )
-    return int(history.loc[bad, "epoch"].iloc[0]) if bad.any() else None
 
 
 def divergence(history: pd.DataFrame) -> tuple[str, int] | None:
@@ -339,15 +330,6 @@ def _files(paths: list[str]) -> str:
     return f"mean of {', '.join(paths)}"
 
 
-def cited_files(source: str) -> list[str]:
-    """The history.csv paths an observation's `source` cites, braces expanded."""
-    out = []
-    for path in re.findall(r"[^\s,;]*(?:\{[^}]*\})?[^\s,;{]*history\.csv", source):
-        m = re.fullmatch(r"(.*)\{(.*)\}(.*)", path)
-        out += [f"{m[1]}{run}{m[3]}" for run in m[2].split(",")] if m else [path]
-    return out
-
-
 def observe(
     study: dict, histories: dict[str, list[pd.DataFrame]], paths: dict[str, list[str]] | None = None
 ) -> list[Observation]:
@@ -375,9 +357,9 @@ def observe(
             continue
         src = paths.get(label, [])
 
-        def add(rule, found, both=False, per_run=None, label=label, src=src):
+        def add(rule, found, both=False, per_run=None, label=label, src=src, each=None):
             if found is not None and per_run is not None and len(per_run) > 1:
-                found = agreed(found, per_run, rule)
+                found = agreed(found, per_run, rule, each)
             if found is not None:
                 text, value, where = found
                 files = _files(src) + (f"; baseline {_files(ref_paths)}" if both else "")
@@ -388,7 +370,7 @@ def observe(
             add("not_converged", not_converged(runs, f"val_{metric}", higher))
         c = curve(runs, columns)
         each = [curve([h], columns) for h in runs]  # every repeat's own curve
-        add("overfitting", overfitting(c), per_run=[overfitting(r) for r in each])
+        add("overfitting", overfitting(c), per_run=[overfitting(r) for r in each], each=each)
         compare = ref_curve is not None and not variant["is_reference"]
         if compare:
             target = f"val_{metric}"
@@ -423,12 +405,13 @@ def divergences(variant: dict, runs: list[pd.DataFrame], src: list[str]) -> list
     return out
 
 
-def agreed(found: tuple, per_run: list, rule: str) -> tuple | None:
+def agreed(found: tuple, per_run: list, rule: str, curves: list | None = None) -> tuple | None:
     """The mean curve's finding, if the rule also fires, the same way, in most repeats.
 
     A finding seen in only a minority of repeats is not stated: it is not a property of the
     variant but of some seeds. The sentence says in how many repeats it fires and, for
-    overfitting, the range of the epochs where each repeat's validation loss bottoms out.
+    overfitting, the range of the epochs where each repeat's validation loss bottoms out
+    (`curves`: each repeat's own curve, in the order of `per_run`).
     """
     text, value, where = found
     same = [f for f in per_run if f is not None and (f[1] >= 1) == (value >= 1)]
@@ -437,10 +420,16 @@ def agreed(found: tuple, per_run: list, rule: str) -> tuple | None:
     if 2 * len(same) <= len(per_run):
         return None
     text += f", in {len(same)} of {len(per_run)} repeats"
-    if rule == "overfitting":
-        minima = sorted(int(f[2].split()[1].rstrip(",")) for f in same)
+    if rule == "overfitting" and curves is not None:
+        minima = sorted(minimum_epoch(c) for c, f in zip(curves, per_run) if f is not None)
         text += f" (their minima at epochs {minima[0]}–{minima[-1]})" if len(minima) > 1 else ""
     return text, value, where
+
+
+def minimum_epoch(c: pd.DataFrame) -> int:
+    """The epoch where a curve's (finite) validation loss is lowest."""
+    c = _finite(c, "val_loss")
+    return int(c.loc[c["val_loss"].idxmin(), "epoch"])
 
 
 def to_frame(study: dict, observations: list[Observation]) -> pd.DataFrame:

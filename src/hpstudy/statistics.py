@@ -64,7 +64,6 @@ from statsmodels.stats.power import TTestIndPower
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 ALPHA = 0.05
-VERDICTS = ("better", "worse", "no detectable difference", "single run")
 SEEDS_NEEDED_CAP = 10000
 WELCH = "Welch t-test"
 NADEAU_BENGIO = "corrected paired t-test (Nadeau-Bengio)"

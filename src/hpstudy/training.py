@@ -22,6 +22,7 @@ import numpy as np
 
 from . import TRAINING_VERSION, components, lr_range, models, prepare, stopping, usermodel
 from .devices import host_facts
+from .history import first_non_finite
 from .io import (
     NOTHING_KEPT,
     Terminated,
@@ -374,6 +375,19 @@ def execution_steps(requested: int, steps_per_epoch: int) -> int:
     return max(d for d in range(1, min(requested, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
 
 
+def epoch_order(n: int, seed: int, epoch, shuffle: bool):
+    """The row order of one epoch on TensorFlow: a function of (seed, epoch) only, so a resumed
+    run, and a fused tower with the same seed, read the rows in the order the run alone reads."""
+    import tensorflow as tf
+
+    order = tf.range(n, dtype=tf.int64)
+    if shuffle:
+        order = tf.random.experimental.stateless_shuffle(
+            order, seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+        )
+    return order
+
+
 def fit_data(model: keras.Model, arrays: dict, training: dict, seed: int, initial_epoch: int):
     """The data arguments of `model.fit` for this backend.
 
@@ -400,11 +414,7 @@ def fit_data(model: keras.Model, arrays: dict, training: dict, seed: int, initia
     x_all, y_all = tf.constant(x), tf.constant(y)
 
     def epoch_batches(epoch):
-        order = tf.range(n, dtype=tf.int64)
-        if training["shuffle"]:
-            order = tf.random.experimental.stateless_shuffle(
-                order, seed=tf.stack([tf.constant(seed, tf.int64), epoch])
-            )
+        order = epoch_order(n, seed, epoch, training["shuffle"])
         return tf.data.Dataset.from_tensor_slices(order).batch(batch)
 
     batches = tf.data.Dataset.range(initial_epoch, training["epochs"]).flat_map(epoch_batches)
@@ -550,9 +560,7 @@ def diverged_epoch(recorder: Recorder) -> int | None:
     """The first epoch whose training or validation loss is not finite, if any."""
     if recorder.diverged_epoch is not None:
         return recorder.diverged_epoch
-    return next(
-        (r["epoch"] for r in recorder.rows if not math.isfinite(r["val_loss"] + r["loss"])), None
-    )
+    return first_non_finite(recorder.rows)
 
 
 def evaluate_test(model: keras.Model, arrays: dict, training: dict) -> dict:

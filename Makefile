@@ -8,6 +8,7 @@ PYTHON ?= $(firstword $(foreach v,$(SUPPORTED),$(shell python$(v) -c 'import sys
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= all
+TEST_WORKERS ?= 2
 
 .PHONY: setup run test lint format bench clean
 
@@ -32,8 +33,10 @@ lint: setup
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint --cores 1
 
+# Two test modules at a time (pytest-xdist; each module on one worker, so its shared workflow runs
+# once). The fast loop while editing: `.venv/bin/pytest -m "not e2e"` (no snakemake, no training).
 test: setup lint
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 format: setup
 	$(BIN)/ruff format src tests workflow/scripts benchmarks examples

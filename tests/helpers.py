@@ -45,20 +45,23 @@ def run_snakemake(
     check: bool = True,
     env: dict | None = None,
     timeout: float = 900,
+    unset: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess:
     """The real `snakemake` on `snakefile` in `workdir`, with `workdir/config` as --configfile.
 
-    `check` fails the test on a non-zero exit, showing the end of stderr. `env` adds variables.
+    `check` fails the test on a non-zero exit, showing the end of stderr. `env` adds variables;
+    `unset` drops those of the caller's environment whose names start with one of its prefixes.
     """
     cmd = [SNAKEMAKE, "--snakefile", str(snakefile), "--directory", str(workdir)]
     if config is not None:
         cmd += ["--configfile", str(workdir / config)]
+    base = {k: v for k, v in os.environ.items() if not k.startswith(unset)} if unset else os.environ
     proc = subprocess.run(
         [*cmd, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, **env} if env is not None else None,
+        env={**base, **(env or {})} if env is not None or unset else None,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {args} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")

@@ -7,21 +7,18 @@ config's `data_mirror`, as a cluster without internet would reach its own mirror
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fakedata import hashes, serve, write_raw
+from helpers import run_snakemake
 
 from hpstudy import datasets as ds
 
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 MNIST_PIN = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 
 MNIST_CONFIG = """\
@@ -61,19 +58,12 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    cmd = [
-        SNAKEMAKE,
-        "--snakefile", str(ROOT / "Snakefile"),
-        "--directory", str(workdir),
-        "--configfile", str(workdir / "config.yaml"),
-        "--cores", "1",
-        *args,
-    ]  # fmt: skip
-    base = {k: v for k, v in os.environ.items() if not k.startswith("HPSTUDY_")}
-    base.update(no_proxy="127.0.0.1,localhost", NO_PROXY="127.0.0.1,localhost")
-    return subprocess.run(
-        cmd, capture_output=True, text=True, timeout=300, env={**base, **(env or {})}
-    )
+    """One core, without the caller's HPSTUDY_ settings, the local server not behind a proxy."""
+    local = {"no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost"}
+    return run_snakemake(
+        workdir, "--cores", "1", *args, check=False, timeout=300, env={**local, **(env or {})},
+        unset=("HPSTUDY_",),
+    )  # fmt: skip
 
 
 def files_under(path: Path) -> list[str]:

@@ -16,12 +16,8 @@ import pandas as pd
 import pytest
 from helpers import TINY_CONFIG, plan_of, prepared_digits
 
-from hpstudy import devices
-
-devices.setup(threads=1, backend="tensorflow", gpus=0)
-
-from hpstudy import fused, stacked, training  # noqa: E402  (after devices.setup)
-from hpstudy.ids import derive_seed  # noqa: E402
+from hpstudy import fused, stacked, training
+from hpstudy.ids import derive_seed
 
 OUTPUTS = {"history": "history.csv", "timing": "timing.csv", "metrics": "metrics.json",
            "model": "model.keras"}  # fmt: skip

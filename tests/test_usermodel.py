@@ -13,13 +13,9 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, TINY_CONFIG, plan_of, prepared_digits
 
-from hpstudy import devices
+from hpstudy import fused, models, training, usermodel
 from hpstudy.config import ConfigError
-
-devices.setup(threads=1, backend="tensorflow", gpus=0)
-
-from hpstudy import fused, models, training, usermodel  # noqa: E402  (after devices.setup)
-from hpstudy.ids import derive_seed  # noqa: E402
+from hpstudy.ids import derive_seed
 
 MODELS = ROOT / "examples" / "models"
 OUTPUTS = {"history": "history.csv", "timing": "timing.csv", "metrics": "metrics.json",

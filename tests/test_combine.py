@@ -196,3 +196,29 @@ def test_the_graph_combines_the_winners_and_keeps_them_while_they_stay(tmp_path)
     text = dry.stdout + dry.stderr
     assert "select_combination" in text
     assert len([line for line in text.splitlines() if line.startswith("rule train")]) == 1
+
+
+def test_additivity_csv_holds_every_number_the_report_shows(tmp_path):
+    """additivity.csv (aggregate_study) carries the contrast and each combined-vs-winner
+    comparison; the report renders it without computing anything; other studies: header only."""
+    from hpstudy import report
+
+    study = {**STUDY, "kind": "combine", "slug": "c", "combination": {"winners": []}}
+    runs = runs_of({"baseline": 0.80, "a": 0.83, "b": 0.85, "combined": 0.855}, seed=1)
+    table = combine.additivity_table(runs, study)
+    found = combine.additivity(runs, study)
+    assert list(table.columns) == list(combine.ADDITIVITY_COLUMNS)
+    assert list(table["comparison"]) == ["additivity", "combined vs winner", "combined vs winner"]
+    first = table.iloc[0]
+    assert first["estimate"] == found["contrast"]["estimate"]
+    assert first["verdict"] == found["verdict"] == "less than the sum of the single gains"
+    assert list(table["winner"][1:]) == ["a", "b"]
+    assert list(table["p_adjusted"][1:]) == [a["p_adjusted"] for a in found["against_winners"]]
+    (tmp_path / "c").mkdir()
+    table.to_csv(tmp_path / "c" / "additivity.csv", index=False)
+    sections = [{"study": study}]
+    report.add_combine_views(sections, [str(tmp_path / "c" / "additivity.csv")])
+    view = sections[0]["combine"]["additivity"]
+    assert view["contrast"] == f"{found['contrast']['estimate']:+.3g}" and not view["adds_up"]
+    ofat = combine.additivity_table(runs, {**study, "kind": "ofat"})
+    assert ofat.empty and list(ofat.columns) == list(combine.ADDITIVITY_COLUMNS)

@@ -81,6 +81,34 @@ def additivity(runs: pd.DataFrame, study: dict) -> dict | None:
     }
 
 
+CONTRAST_FIELDS = ("estimate", "ci_low", "ci_high", "p_value", "df")
+ADDITIVITY_COLUMNS = (
+    "comparison", "winner", "combined_delta", "sum_of_gains", *CONTRAST_FIELDS, "verdict",
+    *(f for f in statistics.COMPARISON_FIELDS if f != "verdict"),
+)  # fmt: skip
+
+
+def additivity_table(runs: pd.DataFrame, study: dict) -> pd.DataFrame:
+    """additivity.csv: `additivity` as a table (header only for other studies, or without a
+    combined experiment). Its first row, `comparison` = "additivity", holds the combined Δ, the
+    sum of the single Δs and the contrast (estimate, CI, p, df, its verdict); then one row,
+    "combined vs winner", per single winner: `Comparison.as_dict`'s fields (Holm over winners).
+    """
+    found = additivity(runs, study) if study["kind"] == "combine" else None
+    if found is None:
+        return pd.DataFrame(columns=list(ADDITIVITY_COLUMNS))
+    test = found["contrast"] or {}
+    rows = [{
+        "comparison": "additivity",
+        "combined_delta": found["combined_delta"],
+        "sum_of_gains": found["sum_of_gains"],
+        **{key: test.get(key) for key in CONTRAST_FIELDS},
+        "verdict": found["verdict"],
+    }]  # fmt: skip
+    rows += [{"comparison": "combined vs winner", **a} for a in found["against_winners"]]
+    return pd.DataFrame(rows, columns=list(ADDITIVITY_COLUMNS))
+
+
 def _additive(test: dict | None, higher: bool) -> str:
     if test is None:
         return "single run"

@@ -47,6 +47,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from .io import atomic_path
+
 log = logging.getLogger(__name__)
 
 #: Environment variable read by :func:`download` when ``mirror`` is None.
@@ -1079,25 +1081,16 @@ def _check_rows(x: np.ndarray, y: np.ndarray, what: str) -> None:
 
 
 def write_npz(arrays: Mapping[str, np.ndarray], out: Path) -> Path:
-    """Write numeric arrays to ``out`` via a temp file in the same directory."""
+    """Write numeric arrays to ``out`` atomically (`io.atomic_path`: synced, then renamed)."""
     for key, array in arrays.items():
         # Only plain numbers: object arrays would be pickled into the file.
         if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
             kind = getattr(array, "dtype", type(array).__name__)
             raise DatasetError(f"array {key!r}: expected a numeric ndarray, received {kind}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(out)
-    try:
-        # Uncompressed: these are read far more often than written, and
-        # zlib would cost seconds per load for CIFAR-10.
-        with open(tmp, "xb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    # Uncompressed: these are read far more often than written, and zlib would cost seconds
+    # per load for CIFAR-10.
+    with atomic_path(out, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
     return out
 
 

@@ -16,7 +16,7 @@ from urllib.parse import quote
 import jinja2
 import pandas as pd
 
-from . import combine, grid, statistics
+from . import grid, statistics
 from .figures import colours
 from .io import atomic_write_text
 from .observations import RULES
@@ -223,25 +223,33 @@ def study_section(study: dict, summary_csv, runs_csv, figure, observations_csv=N
         "runs": runs,
         "observations": notes,
         "has_observations": observations_csv is not None,
-        "combine": combine_view(study, runs),
+        "combine": None,  # add_combine_views
         "diverged": runs[runs["status"] == "diverged"][
             ["variant", "run", "diverged_epoch"]
         ].to_dict("records"),
     }
 
 
-def combine_view(study: dict, runs: pd.DataFrame) -> dict | None:
-    """A combine study's winners and whether their gains add up, formatted (None otherwise)."""
-    if study["kind"] != "combine":
-        return None
+def add_combine_views(sections: list[dict], tables: list) -> None:
+    """Give each combine study's section its `combine` view, from its additivity.csv."""
+    by_slug = {Path(path).parent.name: Path(path) for path in tables}
+    for section in sections:
+        path = by_slug.get(section["study"]["slug"])
+        if section["study"]["kind"] == "combine" and path is not None:
+            section["combine"] = combine_view(section["study"], pd.read_csv(path))
+
+
+def combine_view(study: dict, table: pd.DataFrame) -> dict:
+    """A combine study's winners and whether their gains add up (its additivity.csv), formatted."""
     winners = [
         {"study": w["study"], "variant": w["variant"]}
         for w in (study.get("combination") or {}).get("winners", [])
     ]
-    found = combine.additivity(runs, study)
+    records = table.to_dict("records")
+    found = next((r for r in records if r["comparison"] == "additivity"), None)
     if found is None:
         return {"winners": winners, "additivity": None}
-    test = found["contrast"] or {}
+    test = found if math.isfinite(found["estimate"]) else {}
 
     def ci(low, high):
         return f"[{low:+.3g}, {high:+.3g}]" if low is not None and math.isfinite(low) else ""
@@ -249,7 +257,7 @@ def combine_view(study: dict, runs: pd.DataFrame) -> dict | None:
     against = [
         {"winner": a["winner"], "verdict": _verdict({**a, "is_reference": False}),
          "delta": _delta({**a, "is_reference": False})}
-        for a in found["against_winners"]
+        for a in records if a["comparison"] == "combined vs winner"
     ]  # fmt: skip
     return {
         "winners": winners,
@@ -443,6 +451,7 @@ def build_report(params: dict, inputs: dict, output: str | Path) -> None:
     state_once(sections)
     add_responses(sections, inputs.get("response", []))
     add_cv_views(sections, inputs.get("cv_ranking", []))
+    add_combine_views(sections, inputs.get("additivity", []))
     add_grid_views(
         sections, params.get("grids", {}), inputs.get("anova", []), inputs.get("grid_figure", [])
     )

@@ -69,7 +69,8 @@ WELCH = "Welch t-test"
 NADEAU_BENGIO = "corrected paired t-test (Nadeau-Bengio)"
 
 _NAN = float("nan")
-_DICT_KEYS = (
+# The fields of a comparison that its tables and the report show (`Comparison.as_dict`).
+COMPARISON_FIELDS = (
     "delta_mean",
     "delta_ci_low",
     "delta_ci_high",
@@ -126,11 +127,11 @@ class Comparison:
     @staticmethod
     def fields(prefix: str = "") -> tuple[str, ...]:
         """The keys of `as_dict(prefix)`, in order (the columns of summary.csv)."""
-        return tuple(prefix + key for key in _DICT_KEYS)
+        return tuple(prefix + key for key in COMPARISON_FIELDS)
 
     def as_dict(self, prefix: str = "") -> dict:
         """The reported fields (delta, CIs, p-values, P(better), verdict, ...), keys prefixed."""
-        return {prefix + key: getattr(self, key) for key in _DICT_KEYS}
+        return {prefix + key: getattr(self, key) for key in COMPARISON_FIELDS}
 
 
 @contextlib.contextmanager

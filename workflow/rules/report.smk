@@ -8,6 +8,7 @@ rule report:
         figure=report_inputs(f"curves.{FIG}"),
         observations=report_inputs("observations.csv"),
         anova=report_grid_inputs("anova.csv"),
+        additivity=report_inputs("additivity.csv"),
         grid_figure=report_grid_inputs(f"grid.{FIG}"),
         response=report_response_inputs(),
         overview=f"results/overview/effects.{FIG}",

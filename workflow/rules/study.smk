@@ -39,6 +39,13 @@ rule aggregate_study:
             subcategory="{study}",
             labels={"study": "{study}", "table": "anova"},
         ),
+        additivity=report(
+            "results/studies/{study}/additivity.csv",
+            caption="../report/additivity.rst",
+            category="Studies",
+            subcategory="{study}",
+            labels={"study": "{study}", "table": "additivity"},
+        ),
     log:
         "results/logs/studies/{study}.aggregate.log",
     conda:

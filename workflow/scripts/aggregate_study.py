@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from hpstudy import analysis, cv, grid, observations
+from hpstudy import analysis, combine, cv, grid, observations
 from hpstudy.io import atomic_path, redirect_output
 
 redirect_output(snakemake.log[0])
@@ -27,6 +27,7 @@ for table, path in (
     (summary, outputs.summary),
     (notes, outputs.observations),
     (anova, outputs.anova),
+    (combine.additivity_table(runs, study), outputs.additivity),
 ):
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)

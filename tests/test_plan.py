@@ -2,6 +2,7 @@
 
 import copy
 import json
+import math
 
 import pytest
 import yaml
@@ -416,3 +417,31 @@ def test_exponent_numbers_are_read_as_yaml_1_2_reads_them(tiny_config):
     written = yaml.safe_load(text)
     assert written["baselines"]["b"]["optimizer"]["learning_rate"] == "5e-2"  # PyYAML's reading
     assert set(plan_of(written).experiments) == set(plan_of(tiny_config).experiments)
+
+
+def test_the_plan_owns_the_grid_design_and_a_fused_jobs_resources(tiny_config):
+    """What the rules ask the plan (common.smk only connects): a grid's factors and cells, a
+    fused job's memory (one model's `mem_mb` plus each further tower's estimate) and runtime."""
+    from hpstudy.config import estimate_memory
+
+    cfg = copy.deepcopy(tiny_config)
+    cfg["studies"]["g"] = {
+        "kind": "grid",
+        "baseline": "b",
+        "grid": {"optimizer.learning_rate": [0.1, 0.01], "training.batch_size": [16]},
+    }
+    plan = plan_of(cfg)
+    slug = next(s.slug for s in plan.studies.values() if s.name == "g")
+    assert plan.grid_design(slug) == {
+        "factors": ["optimizer.learning_rate", "training.batch_size"],
+        "cells": [["learning_rate=0.1, batch_size=16", [0.1, 16]],
+                  ["learning_rate=0.01, batch_size=16", [0.01, 16]]],
+    }  # fmt: skip
+    assert plan.grid_design("lr") == {"factors": [], "cells": []}
+    exp = next(iter(plan.experiments))
+    tower = estimate_memory(plan.experiments[exp].spec)["bytes"] / 2**20
+    base = plan.config["resources"]["mem_mb"]
+    assert plan.fused_mem_mb(exp, 1) == base
+    assert plan.fused_mem_mb(exp, 5) == base + math.ceil(4 * tower) > base
+    runtime = plan.config["resources"]["runtime"]
+    assert plan.fused_runtime(3, 1) == 3 * runtime and plan.fused_runtime(3, 2) == 6 * runtime

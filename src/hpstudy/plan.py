@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -374,6 +375,56 @@ class Plan:
     def report_lr_ranges(self) -> list:
         """Slugs of the lr_range studies that the report shows."""
         return [s for s in self._chosen_studies() if self.studies[s].kind == "lr_range"]
+
+    def load_combinations(self) -> None:
+        """Plan each combine study's winners from its combination.json, where an earlier run chose
+        them: a job started on a cluster node re-reads the Snakefile and must know the combined
+        experiment as the submitting host does."""
+        for study in self.studies.values():
+            chosen = Path(study.dir) / "combination.json"
+            if study.kind == "combine" and chosen.exists():
+                self.add_combination(study.slug, json.loads(chosen.read_text(encoding="utf-8")))
+
+    def grid_design(self, slug: str) -> dict:
+        """The study's grid as the plan expands it: its factors (config order) and its cells,
+        each `[label, [value of each factor]]`; a study without a grid has no factor."""
+        study = self.studies[slug]
+        cfg = self.config["studies"][study.name]
+        if study.kind not in ("grid", "cv") or not cfg.get("grid"):
+            return {"factors": [], "cells": []}
+        factors = list(cfg["grid"])
+        cells = [
+            [label, [overrides[f] for f in factors]]
+            for label, overrides, _ in grid_entries(cfg, [])
+        ]
+        return {"factors": factors, "cells": cells}
+
+    def lr_range_views(self) -> list:
+        """What the report's range-test view shows of each lr_range study, as plain data: the
+        study, its test's spec and the (study, variant, experiment) that use its suggestion."""
+        out = []
+        for slug in self.report_lr_ranges():
+            study = self.studies[slug]
+            test = self.lr_ranges[study.lr_range]
+            users = [
+                {"study": s, "variant": v, "experiment": e}
+                for s, v, e in self.lr_range_users(test.id)
+            ]
+            out.append(study.describe() | {"spec": test.spec, "used_by": users})
+        return out
+
+    def fused_mem_mb(self, experiment: str, towers: int) -> int:
+        """A fused job's memory (MB): `resources.mem_mb` holds the framework and one model; each
+        further tower adds its own parameters, optimizer slots, activations and data (the
+        planner's estimate, `config.estimate_memory`)."""
+        tower = checks.estimate_memory(self.experiments[experiment].spec)["bytes"] / 2**20
+        return self.config["resources"]["mem_mb"] + math.ceil((towers - 1) * tower)
+
+    def fused_runtime(self, towers: int, attempt: int) -> int:
+        """A fused job's minutes: `resources.runtime` is one run's; R towers do R runs'
+        arithmetic in one job, so it asks for R times that (an upper bound: the benchmarks
+        measure 0.15-0.62 x R), and each retry one more such span."""
+        return self.config["resources"]["runtime"] * towers * attempt
 
     def add_combination(self, slug: str, combination: dict) -> bool:
         """Plan a combine study's winners and their combination (see `_Builder.add_combination`).

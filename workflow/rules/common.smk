@@ -1,6 +1,5 @@
 # Load and validate the config once, plan every experiment, and expose small get_* functions.
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -18,10 +17,10 @@ from snakemake.resources import Resources
 
 from hpstudy import catalog
 from hpstudy.analysis import response_factors
-from hpstudy.config import ConfigError, estimate_memory
+from hpstudy.config import ConfigError
 from hpstudy.datasets import FILE_SOURCE, raw_paths
 from hpstudy.ids import canonical_json, fused_label, fused_rule_name
-from hpstudy.plan import grid_entries, load_plan, lr_range_of, trained_with
+from hpstudy.plan import load_plan, lr_range_of, trained_with
 from hpstudy.userdata import canonical_name
 from hpstudy.usermodel import file_paths
 
@@ -30,14 +29,8 @@ try:
 except ConfigError as exc:
     sys.exit(f"\n{exc}\n\nNothing was run.")
 
-# A combine study's winners, when an earlier run chose them: a job started on a cluster node
-# re-reads this file and must know the combined experiment as the submitting host does.
-for _study in PLAN.studies.values():
-    _chosen = Path(_study.dir) / "combination.json"
-    if _study.kind == "combine" and _chosen.exists():
-        PLAN.add_combination(
-            _study.slug, json.loads(_chosen.read_text(encoding="utf-8"))
-        )
+# A combine study's winners, when an earlier run chose them (for jobs on cluster nodes too).
+PLAN.load_combinations()
 
 RES = PLAN.config["resources"]
 FIG = PLAN.config["report"]["figure_format"]
@@ -183,22 +176,11 @@ def get_repeat_seeds(runs):
 
 
 def get_repeats_mem_mb(runs):
-    """The job's memory: `resources.mem_mb` holds the framework and one model; each further
-    tower adds its own parameters, optimizer slots, activations and data (the planner's estimate).
-    """
-
-    def mem_mb(wildcards):
-        tower = estimate_memory(PLAN.experiments[wildcards.exp].spec)["bytes"] / 2**20
-        return RES["mem_mb"] + math.ceil((len(runs) - 1) * tower)
-
-    return mem_mb
+    return lambda wildcards: PLAN.fused_mem_mb(wildcards.exp, len(runs))
 
 
 def get_repeats_runtime(runs):
-    """Minutes: `resources.runtime` is one run's; R towers do R runs' arithmetic in one job, so
-    the job asks for R times it (an upper bound: benchmarks measure 0.15-0.62 x R), and each retry
-    one more such span."""
-    return lambda wildcards, attempt: RES["runtime"] * len(runs) * attempt
+    return lambda wildcards, attempt: PLAN.fused_runtime(len(runs), attempt)
 
 
 def model_files(spec):
@@ -303,9 +285,9 @@ def get_report_json(wildcards):
                 for f in PLAN.files
             },
             "experiments": {e: PLAN.experiments[e].spec for e in sorted(used)},
-            "lr_ranges": report_lr_ranges(),
+            "lr_ranges": PLAN.lr_range_views(),
             # The factors of each study's grid, for its grid view.
-            "grids": {s.slug: grid_design(s.slug)["factors"] for s in studies},
+            "grids": {s.slug: PLAN.grid_design(s.slug)["factors"] for s in studies},
             # Experiments whose repeats could not be stacked in one job, and why (the plan's).
             "not_fused": {
                 e: why for e, why in sorted(PLAN.not_fused().items()) if e in used
@@ -368,47 +350,11 @@ def report_lr_range_inputs(name):
     return [f"{test.dir}/{name}" for test in tests]
 
 
-def report_lr_ranges():
-    """What the report's LR range view shows of each lr_range study, as plain data."""
-    out = []
-    for slug in PLAN.report_lr_ranges():
-        study = PLAN.studies[slug]
-        test = PLAN.lr_ranges[study.lr_range]
-        users = PLAN.lr_range_users(test.id)
-        out.append(
-            study.describe()
-            | {
-                "spec": test.spec,
-                "used_by": [
-                    {"study": s, "variant": v, "experiment": e} for s, v, e in users
-                ],
-            }
-        )
-    return out
-
-
 # Grid analysis (grid studies, and the candidate grid of cv studies) --------------------------
 
 
-def grid_design(slug):
-    """The study's grid as the plan expands it: its factors (config order) and its cells.
-
-    Each cell has its label and its value of each factor; a study without a grid has no factor.
-    """
-    study = PLAN.studies[slug]
-    cfg = PLAN.config["studies"][study.name]
-    if study.kind not in ("grid", "cv") or not cfg.get("grid"):
-        return {"factors": [], "cells": []}
-    factors = list(cfg["grid"])
-    cells = [
-        [label, [overrides[f] for f in factors]]
-        for label, overrides, _ in grid_entries(cfg, [])
-    ]
-    return {"factors": factors, "cells": cells}
-
-
 def get_study_grid(wildcards):
-    return canonical_json(grid_design(wildcards.study))
+    return canonical_json(PLAN.grid_design(wildcards.study))
 
 
 def get_cv_ranking(wildcards):
@@ -431,5 +377,5 @@ def report_response_inputs():
 
 def report_grid_inputs(name):
     """`name` of each study the report shows that has a grid, in report order."""
-    slugs = [s for s in PLAN.report_studies() if grid_design(s)["factors"]]
+    slugs = [s for s in PLAN.report_studies() if PLAN.grid_design(s)["factors"]]
     return [f"results/studies/{slug}/{name}" for slug in slugs]

@@ -130,6 +130,7 @@ def set_repeats(root, cfg: dict, repeats: int) -> dict:
     return {rule: n for rule, n in dry.items() if is_training(rule)}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("fuse", [True, False], ids=["fused", "unfused"])
 def test_e2e_raising_repeats_trains_only_the_new_ones_and_lowering_nothing(
     tmp_path, tiny_config, fuse

@@ -66,6 +66,7 @@ def twice(tmp_path_factory):
     return root, plan
 
 
+@pytest.mark.e2e
 def test_same_config_gives_byte_identical_results(twice):
     root, plan = twice
     assert len(plan.runs) == 4  # 2 experiments x 2 repeats
@@ -80,6 +81,7 @@ def test_same_config_gives_byte_identical_results(twice):
         assert {"wall_seconds", "seconds_per_epoch"} <= set(ma["timing"])
 
 
+@pytest.mark.e2e
 def test_each_repeat_derives_its_own_seed(twice):
     root, plan = twice
     for exp in plan.experiments:

@@ -70,6 +70,7 @@ def files_under(path: Path) -> list[str]:
     return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
 
 
+@pytest.mark.e2e
 def test_one_download_rule_per_remote_source_of_the_config(workdir: Path) -> None:
     proc = snakemake(workdir, "--list-rules")
     assert proc.returncode == 0, proc.stderr
@@ -86,6 +87,7 @@ def test_one_download_rule_per_remote_source_of_the_config(workdir: Path) -> Non
     assert "resources/datasets/mnist/mnist.npz" in out
 
 
+@pytest.mark.e2e
 def test_download_and_convert_through_the_mirror(
     workdir: Path, server, origin: Path, tmp_path_factory
 ) -> None:
@@ -105,6 +107,7 @@ def test_download_and_convert_through_the_mirror(
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
+@pytest.mark.e2e
 def test_checksum_mismatch_fails_clearly_and_leaves_nothing(workdir: Path, server, origin) -> None:
     (workdir / "config.yaml").write_text(MNIST_CONFIG)
     # The whole workflow, without overrides: the stand-in is not the real MNIST file.
@@ -119,6 +122,7 @@ def test_checksum_mismatch_fails_clearly_and_leaves_nothing(workdir: Path, serve
     assert not list((workdir / "results").glob("runs/*/r*"))  # nothing was trained
 
 
+@pytest.mark.e2e
 def test_unreachable_mirror_says_which_file_to_place_where(workdir: Path) -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))

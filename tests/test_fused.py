@@ -263,6 +263,7 @@ print("ok", len(a))
 """
 
 
+@pytest.mark.e2e
 def test_on_jax_a_tower_does_not_depend_on_how_many_it_is_fused_with():
     pytest.importorskip("jax")
     import subprocess
@@ -285,6 +286,7 @@ fused.train_repeats(**json.loads(sys.argv[1]))
 """
 
 
+@pytest.mark.e2e
 def test_a_fused_job_killed_with_sigkill_resumes_every_tower_to_the_same_bytes(data, tmp_path):
     import signal
     import subprocess

@@ -14,7 +14,6 @@ import yaml
 from helpers import TINY_CONFIG, plan_of, run_snakemake
 
 from hpstudy import figures, grid, report
-from hpstudy.plan import grid_entries
 
 
 def is_full_factorial(table: pd.DataFrame, factors: list, score: str = grid.SCORE) -> bool:
@@ -168,11 +167,8 @@ def test_interactions_are_the_means_of_each_pair_of_levels():
 
 
 def design_of(cfg: dict, name: str) -> dict:
-    """The study's grid as the workflow hands it to the jobs (get_study_grid in common.smk)."""
-    study = cfg["studies"][name]
-    factors = list(study["grid"])
-    cells = [[label, [o[f] for f in factors]] for label, o, _ in grid_entries(study, [])]
-    return {"factors": factors, "cells": cells}
+    """The study's grid as the workflow hands it to the jobs (Plan.grid_design)."""
+    return plan_of(cfg).grid_design(name)
 
 
 def runs_of(study: dict, score=lambda variant, run: 0.5) -> pd.DataFrame:

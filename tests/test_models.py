@@ -169,6 +169,7 @@ def test_same_spec_and_seed_give_identical_weights():
     assert all((a == b).all() for a, b in zip(*weights, strict=True))
 
 
+@pytest.mark.e2e
 def test_seed002_saved_model_keras_is_the_notebook_model(tmp_path):
     """The workflow's own path: seed 002's `main` spec, trained one epoch by train_run on
     CIFAR-shaped stand-in data, saved as model.keras, loaded back (safe mode), layer by layer."""

@@ -432,11 +432,24 @@ def test_the_plan_owns_the_grid_design_and_a_fused_jobs_resources(tiny_config):
     }
     plan = plan_of(cfg)
     slug = next(s.slug for s in plan.studies.values() if s.name == "g")
+    experiment = {v.label: v.experiment for v in plan.studies[slug].variants}
     assert plan.grid_design(slug) == {
         "factors": ["optimizer.learning_rate", "training.batch_size"],
-        "cells": [["learning_rate=0.1, batch_size=16", [0.1, 16]],
-                  ["learning_rate=0.01, batch_size=16", [0.01, 16]]],
+        "cells": [["learning_rate=0.1, batch_size=16", [0.1, 16],
+                   experiment["learning_rate=0.1, batch_size=16"]],
+                  ["learning_rate=0.01, batch_size=16", [0.01, 16],
+                   experiment["learning_rate=0.01, batch_size=16"]]],
     }  # fmt: skip
+    # A cell the plan drops as another variant's experiment names that experiment.
+    cfg["studies"]["g"]["grid"]["optimizer.learning_rate"] = [0.05, 0.1]  # 0.05: the baseline's
+    cfg["studies"]["g"]["grid"]["training.batch_size"] = [32]
+    cfg["studies"]["g"]["reference"] = True
+    plan = plan_of(cfg)
+    study = plan.studies[slug]
+    cells = {label: exp for label, _, exp in plan.grid_design(slug)["cells"]}
+    reference = next(v.experiment for v in study.variants if v.is_reference)
+    assert cells["learning_rate=0.05, batch_size=32"] == reference
+    assert "learning_rate=0.05, batch_size=32" not in {v.label for v in study.variants}
     assert plan.grid_design("lr") == {"factors": [], "cells": []}
     exp = next(iter(plan.experiments))
     tower = estimate_memory(plan.experiments[exp].spec)["bytes"] / 2**20

@@ -269,6 +269,7 @@ def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path):
     assert (tmp_path / "atomic.txt").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
 
 
+@pytest.mark.e2e
 def test_a_failing_script_names_its_error_on_the_terminal_and_logs_the_traceback(tmp_path):
     """Snakemake only says "check the log"; the job's own stderr says what went wrong."""
     log = tmp_path / "job.log"

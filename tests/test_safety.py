@@ -230,6 +230,7 @@ except ValueError as exc:
 """
 
 
+@pytest.mark.e2e
 def test_the_model_loader_refuses_code(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", LOADER, str(tmp_path)], capture_output=True, text=True, timeout=300

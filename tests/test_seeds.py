@@ -98,6 +98,7 @@ def test_plan_of_each_seed(seed: str) -> None:
     assert {r.repeat for r in plan.runs.values() if r.kind == "repeat"} == {0}  # trained once
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("seed", sorted(EXPECTED))
 def test_snakemake_dry_run_plans_exactly_the_seed(seed: str, tmp_path: Path) -> None:
     # The default config sits where the Snakefile looks for it; --configfile must replace it,

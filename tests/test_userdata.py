@@ -201,6 +201,7 @@ def test_the_file_bytes_not_its_path_or_mtime_are_in_the_ids(tmp_path):
 # --------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.e2e
 def test_a_csv_trains_and_only_an_edit_retrains(tmp_path, run_snakemake):
     cancer_frame().to_csv(tmp_path / "cancer.csv", index=False)
     cfg = config_for("cancer.csv", target="diagnosis")
@@ -229,6 +230,7 @@ def test_a_tsv_reads_by_tabs_and_an_unknown_extension_names_the_key(tmp_path):
         plan_of(config_for(tmp_path / "c.xlsx", target="diagnosis"))
 
 
+@pytest.mark.e2e
 def test_the_real_boston_table_runs_seed_004s_study_through_the_file_source(
     tmp_path, run_snakemake
 ):

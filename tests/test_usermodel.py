@@ -354,6 +354,7 @@ def test_early_stopping_in_a_fused_job_stops_one_tower_while_the_others_go_on(
 # End to end: a CSV of one's own and a model file of one's own, through Snakemake ------------
 
 
+@pytest.mark.e2e
 def test_a_grid_over_a_model_files_hyperparameters_on_a_csv_runs_end_to_end(
     tmp_path, run_snakemake
 ):

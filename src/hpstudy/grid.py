@@ -33,14 +33,17 @@ CONFIDENCE = 0.95
 # Building the table of observations -------------------------------------------------------------
 
 
-def cells(design: dict) -> list[tuple[str, dict]]:
-    """(label, {factor: value}) of every cell of `design`, in config order.
+def cells(design: dict) -> list[tuple[str, dict, str]]:
+    """(label, {factor: value}, experiment) of every cell of `design`, in config order.
 
-    `design` is {"factors": [dotted paths, config order], "cells": [[label, [value per
-    factor]], ...]}: the config's grid as the plan expands it (`plan.grid_entries`), which the
-    workflow hands to the jobs (get_study_grid in common.smk).
+    `design` is `Plan.grid_design`: {"factors": [dotted paths, config order], "cells": [[label,
+    [value per factor], experiment], ...]}, the config's grid as the plan expands it, with the
+    experiment each cell resolved to; the workflow hands it to the jobs (get_study_grid).
     """
-    return [(label, dict(zip(design["factors"], values))) for label, values in design["cells"]]
+    return [
+        (label, dict(zip(design["factors"], values)), experiment)
+        for label, values, experiment in design["cells"]
+    ]
 
 
 def run_scores(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -62,25 +65,14 @@ def fold_scores(ranking: pd.DataFrame, metric: str, k: int) -> pd.DataFrame:
     return long.rename(columns={"candidate": "variant"})
 
 
-def _alias(values: dict, variants: list[dict], trained: list[dict]) -> str | None:
-    """The variant that trained a cell the plan dropped as a duplicate, if it can be told.
-
-    The plan trains an experiment once, under the label of the first variant that asks for it.
-    A cell whose values equal, on every path the study varies, those of a variant that is not a
-    cell (the reference, typically) is that variant's experiment. Off the grid, a cell has the
-    reference's values, which any trained cell (or the reference itself) shows.
-    """
-    base = trained[0] if trained else next((v for v in variants if v["is_reference"]), None)
-    if base is None:
-        return None
-    expected = {p: format_value(v) for p, v in base["values"].items()}
-    expected.update({p: format_value(v) for p, v in values.items()})
-    cell_labels = {v["label"] for v in trained}
-    for v in variants:
-        shown = {p: format_value(x) for p, x in v["values"].items()}
-        if v["label"] not in cell_labels and shown == expected:
-            return v["label"]
-    return None
+def _trained_under(experiment: str, variants: list[dict], cells: set) -> str | None:
+    """The variant that trained a cell the plan dropped as a duplicate: the one planned with the
+    cell's experiment, unless that is another cell (two cells of one experiment cannot fill two
+    cells of the table), else None."""
+    return next(
+        (v["label"] for v in variants if v["experiment"] == experiment and v["label"] not in cells),
+        None,
+    )
 
 
 def _level_names(factors: list, grid: list, source: dict, scores: pd.DataFrame) -> dict:
@@ -92,7 +84,7 @@ def _level_names(factors: list, grid: list, source: dict, scores: pd.DataFrame) 
     names = {}
     for f in factors:
         shown: dict[str, set] = {}
-        for label, values in grid:
+        for label, values, _ in grid:
             seen = shown.setdefault(format_value(values[f]), set())
             if source[label] is not None and f in scores:
                 rows = scores.loc[scores["variant"] == source[label], f]
@@ -114,10 +106,10 @@ def observations(design: dict, variants: list[dict], scores: pd.DataFrame):
     grid = cells(design)
     factors = design["factors"]
     labels = set(scores["variant"])
-    trained = [v for v in variants if v["label"] in {label for label, _ in grid} & labels]
+    trained = {v["label"] for v in variants} & {label for label, _, _ in grid} & labels
     source, notes = {}, []
-    for label, values in grid:
-        source[label] = label if label in labels else _alias(values, variants, trained)
+    for label, _, experiment in grid:
+        source[label] = label if label in labels else _trained_under(experiment, variants, trained)
         if source[label] is None:
             notes.append(
                 f"Cell '{label}' has no runs of its own: it resolves to the same experiment as "
@@ -127,7 +119,7 @@ def observations(design: dict, variants: list[dict], scores: pd.DataFrame):
             notes.append(f"Cell '{label}' is the experiment of variant '{source[label]}'.")
     names = _level_names(factors, grid, source, scores)
     frames = []
-    for label, values in grid:
+    for label, values, _ in grid:
         if source[label] is None:
             continue
         rows = scores[scores["variant"] == source[label]]

@@ -295,6 +295,9 @@ class Study:
     lr_range: str | None = None  # the id of an lr_range study's test
     combine: list | None = None  # a combine study: the slugs of the ofat studies it combines
     combination: dict | None = None  # ... and their winners, once chosen (combination.json)
+    # Each entry's experiment, by label, those dropped as another variant's experiment included
+    # (a grid cell that resolves to the reference's spec is the reference's experiment).
+    cells: dict = field(default_factory=dict)
 
     @property
     def dir(self) -> str:
@@ -387,14 +390,16 @@ class Plan:
 
     def grid_design(self, slug: str) -> dict:
         """The study's grid as the plan expands it: its factors (config order) and its cells,
-        each `[label, [value of each factor]]`; a study without a grid has no factor."""
+        each `[label, [value of each factor], experiment]`, the experiment the cell resolved to
+        (another variant's when the plan dropped the cell as a duplicate); a study without a grid
+        has no factor."""
         study = self.studies[slug]
         cfg = self.config["studies"][study.name]
         if study.kind not in ("grid", "cv") or not cfg.get("grid"):
             return {"factors": [], "cells": []}
         factors = list(cfg["grid"])
         cells = [
-            [label, [overrides[f] for f in factors]]
+            [label, [overrides[f] for f in factors], study.cells[label]]
             for label, overrides, _ in grid_entries(cfg, [])
         ]
         return {"factors": factors, "cells": cells}
@@ -714,6 +719,7 @@ class _Builder:
                 checks.check_varied_split(spec, study.name, label, vary_at, self.files)
             origin = where if overrides else self.reference_origin(cfg, path)
             exp = self.experiment(self.resolve_lr(spec, where), dataset, origin)
+            study.cells[label] = exp.id
             if exp.id in seen:
                 continue
             checks.check_unique_label(labels, label, where, self.files)

@@ -458,3 +458,43 @@ def test_the_plan_owns_the_grid_design_and_a_fused_jobs_resources(tiny_config):
     assert plan.fused_mem_mb(exp, 5) == base + math.ceil(4 * tower) > base
     runtime = plan.config["resources"]["runtime"]
     assert plan.fused_runtime(3, 1) == 3 * runtime and plan.fused_runtime(3, 2) == 6 * runtime
+
+
+def test_every_kind_of_study_describes_itself_with_exactly_the_contracts_keys(tiny_config):
+    """Study.describe() is stages.StudyInfo (and its variants and runs theirs) for every kind;
+    Plan.grid_design a GridDesign and Plan.lr_range_views LRRangeViews: what the jobs receive."""
+    from hpstudy import stages
+
+    def keys_fit(record: dict, typed) -> None:
+        assert typed.__required_keys__ <= set(record) <= typed.__required_keys__ | typed.__optional_keys__, (
+            typed.__name__, sorted(record))  # fmt: skip
+
+    cfg = copy.deepcopy(tiny_config)
+    cfg["studies"].update({
+        "g": {"kind": "grid", "baseline": "b", "grid": {"optimizer.learning_rate": [0.1, 0.2]}},
+        "folds": {"kind": "cv", "baseline": "b", "cv": 2, "factors": {"training.batch_size": [16]}},
+        "range": {"kind": "lr_range", "baseline": "b"},
+        "both": {"kind": "combine", "baseline": "b", "combine": ["lr"]},
+    })  # fmt: skip
+    plan = plan_of(cfg)
+    lr = plan.studies["lr"]
+    winner = {"study": "lr", "slug": "lr", "variant": lr.variants[1].label,
+              "experiment": lr.variants[1].experiment}  # fmt: skip
+    plan.add_combination("both", {"study": "both", "winners": [winner]})
+    kinds = set()
+    for study in plan.studies.values():
+        info = study.describe()
+        kinds.add(info["kind"])
+        keys_fit(info, stages.StudyInfo)
+        for variant in info["variants"]:
+            keys_fit(variant, stages.VariantInfo)
+            for run in variant["runs"]:
+                keys_fit(run, stages.RunInfo)
+        keys_fit(plan.grid_design(study.slug), stages.GridDesign)
+    assert kinds == {"ofat", "grid", "cv", "lr_range", "combine"}
+    assert "combination" in plan.studies["both"].describe()
+    assert {"fold", "folds"} <= set(plan.studies["folds"].describe()["variants"][0]["runs"][0])
+    (view,) = plan.lr_range_views()
+    keys_fit(view, stages.LRRangeView)
+    for w in plan.studies["both"].describe()["combination"]["winners"]:
+        keys_fit(w, stages.Winner)

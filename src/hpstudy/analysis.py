@@ -14,6 +14,7 @@ import pandas as pd
 
 from . import statistics
 from .plan import format_value
+from .stages import StudyInfo
 from .tasks import EXTRA_TEST, GREATER_IS_BETTER, delta_range, metric_of
 
 
@@ -40,7 +41,7 @@ def shown_value(path: str, value, metrics: dict) -> str:
     return format_value(value)
 
 
-def runs_table(study: dict, out_dir: str | Path) -> pd.DataFrame:
+def runs_table(study: StudyInfo, out_dir: str | Path) -> pd.DataFrame:
     """One row per run of the study, with its variant, varied values, key metrics and file paths.
 
     Paths to history.csv and metrics.json are relative to `out_dir` (where runs.csv lives).
@@ -105,7 +106,7 @@ def _mean_std(values: pd.Series) -> tuple[float, float]:
     return float(finite.mean()), std
 
 
-def summary_table(runs: pd.DataFrame, study: dict) -> pd.DataFrame:
+def summary_table(runs: pd.DataFrame, study: StudyInfo) -> pd.DataFrame:
     """One row per variant: mean ± std over repeats, difference from the reference, best marked."""
     metric = metric_of(study["task"])
     better_high = GREATER_IS_BETTER[metric]
@@ -149,7 +150,7 @@ def summary_table(runs: pd.DataFrame, study: dict) -> pd.DataFrame:
     return table
 
 
-def compare_with_reference(runs: pd.DataFrame, study: dict, score: str, prefix: str = ""):
+def compare_with_reference(runs: pd.DataFrame, study: StudyInfo, score: str, prefix: str = ""):
     """Each variant's runs against the reference's on `score`: difference, CI, tests, verdict.
 
     One row per variant of `study` (the reference's row, and every row of a study without a
@@ -198,7 +199,7 @@ def best_of(table: pd.DataFrame, higher: bool) -> pd.Series:
     return flag
 
 
-def effects_table(studies: list[dict], summaries: list[pd.DataFrame]) -> pd.DataFrame:
+def effects_table(studies: list[StudyInfo], summaries: list[pd.DataFrame]) -> pd.DataFrame:
     """Across studies: each variant's best validation metric against its study's reference.
 
     One row per variant (reference included), in study order: `delta` is the variant's mean best
@@ -250,7 +251,7 @@ def effects_table(studies: list[dict], summaries: list[pd.DataFrame]) -> pd.Data
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def lr_range_table(study: dict, suggestion_path: str | Path, out_dir: str | Path):
+def lr_range_table(study: StudyInfo, suggestion_path: str | Path, out_dir: str | Path):
     """runs.csv of an lr_range study: one row, its test, with the suggestion."""
     s = json.loads(Path(suggestion_path).read_text(encoding="utf-8"))
     test_dir = Path(suggestion_path).parent
@@ -288,7 +289,7 @@ def _number(value) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def response_factors(study: dict) -> list[str]:
+def response_factors(study: StudyInfo) -> list[str]:
     """The varied paths of a one-factor-at-a-time study whose values are numbers, with at least
     RESPONSE_MIN_VALUES of them among the reference and the variants that vary that path alone."""
     if study["kind"] != "ofat":
@@ -298,7 +299,7 @@ def response_factors(study: dict) -> list[str]:
     ]
 
 
-def response_points(study: dict, path: str) -> list[tuple[float, str]]:
+def response_points(study: StudyInfo, path: str) -> list[tuple[float, str]]:
     """(value of `path`, variant label) of the reference and of each variant that differs from
     it in `path` only, sorted by value; none when a value is not a number."""
     ref = next((v for v in study["variants"] if v["is_reference"]), None)
@@ -316,7 +317,7 @@ def response_points(study: dict, path: str) -> list[tuple[float, str]]:
     return sorted(points)
 
 
-def response_table(study: dict, summary: pd.DataFrame, path: str) -> pd.DataFrame:
+def response_table(study: StudyInfo, summary: pd.DataFrame, path: str) -> pd.DataFrame:
     """One row per point of `path`'s response: value, variant, mean best validation metric and
     its 95% t-interval over the repeats (scipy's t quantile; NaN with one run), verdict."""
     from scipy import stats

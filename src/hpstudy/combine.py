@@ -16,10 +16,11 @@ from __future__ import annotations
 import pandas as pd
 
 from . import statistics
+from .stages import Combination, CombineRequest, StudyInfo
 from .tasks import GREATER_IS_BETTER, delta_range, metric_of
 
 
-def choose(study: dict, summaries: dict) -> dict:
+def choose(study: CombineRequest, summaries: dict) -> Combination:
     """combination.json: for each listed study (in order), its winner or None.
 
     `study` is {"name", "combine": [{"name", "slug"}, ...]}; `summaries` maps a listed study's
@@ -42,7 +43,7 @@ def choose(study: dict, summaries: dict) -> dict:
     return {"study": study["name"], "winners": winners}
 
 
-def additivity(runs: pd.DataFrame, study: dict) -> dict | None:
+def additivity(runs: pd.DataFrame, study: StudyInfo) -> dict | None:
     """Whether the winners' gains add up, on the primary metric, from a combine study's runs.csv.
 
     Returns None without a combined experiment (fewer than two winners). Otherwise the combined
@@ -88,7 +89,7 @@ ADDITIVITY_COLUMNS = (
 )  # fmt: skip
 
 
-def additivity_table(runs: pd.DataFrame, study: dict) -> pd.DataFrame:
+def additivity_table(runs: pd.DataFrame, study: StudyInfo) -> pd.DataFrame:
     """additivity.csv: `additivity` as a table (header only for other studies, or without a
     combined experiment). Its first row, `comparison` = "additivity", holds the combined Δ, the
     sum of the single Δs and the contrast (estimate, CI, p, df, its verdict); then one row,

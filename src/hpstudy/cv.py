@@ -19,6 +19,7 @@ import pandas as pd
 
 from . import analysis, statistics
 from .io import atomic_path, atomic_write_text
+from .stages import StudyInfo
 from .tasks import GREATER_IS_BETTER, delta_range, metric_of
 
 
@@ -27,7 +28,7 @@ def score_column(task: str) -> str:
     return f"final_val_{metric_of(task)}"
 
 
-def rank(study: dict, metrics: dict) -> pd.DataFrame:
+def rank(study: StudyInfo, metrics: dict) -> pd.DataFrame:
     """One row per candidate, best first, from `metrics[(label, fold)]` (each fold's metrics.json).
 
     A diverged fold scores NaN, so its candidate has no mean and ranks after every finite one.
@@ -109,7 +110,7 @@ def against_winner(table: pd.DataFrame, metric: str, higher: bool, k: int) -> pd
     return out
 
 
-def winner(study: dict, ranking: pd.DataFrame) -> dict:
+def winner(study: StudyInfo, ranking: pd.DataFrame) -> dict:
     """The winning candidate, and the run that refits it: `r0` of its experiment."""
     metric = metric_of(study["task"])
     if not ranking["is_winner"].any():
@@ -133,7 +134,7 @@ def winner(study: dict, ranking: pd.DataFrame) -> dict:
     }
 
 
-def select(study: dict, ranking_path: str | Path, winner_path: str | Path) -> dict:
+def select(study: StudyInfo, ranking_path: str | Path, winner_path: str | Path) -> dict:
     """Rank a cv study's candidates from their fold runs; write cv_ranking.csv and the winner."""
     metrics = {
         (v["label"], r["fold"]): analysis.read_metrics(Path(r["dir"]) / "metrics.json")
@@ -148,7 +149,7 @@ def select(study: dict, ranking_path: str | Path, winner_path: str | Path) -> di
     return chosen
 
 
-def study_tables(study: dict, winner_path: str | Path, out_dir: str | Path) -> tuple:
+def study_tables(study: StudyInfo, winner_path: str | Path, out_dir: str | Path) -> tuple:
     """runs.csv (one row per candidate x fold, then the refit, flagged) and summary.csv.
 
     The summary has one row per candidate, over its folds; its `is_best` is the CV winner.
@@ -170,5 +171,5 @@ def study_tables(study: dict, winner_path: str | Path, out_dir: str | Path) -> t
     return pd.concat([folds, refit], ignore_index=True), summary
 
 
-def _runs(study: dict) -> list:
+def _runs(study: StudyInfo) -> list:
     return [run for variant in study["variants"] for run in variant["runs"]]

@@ -19,6 +19,7 @@ from matplotlib import ticker  # noqa: E402
 from . import grid, statistics  # noqa: E402
 from .history import first_divergence, mean_curves  # noqa: E402
 from .io import atomic_path  # noqa: E402
+from .stages import StudyInfo  # noqa: E402
 from .tasks import GREATER_IS_BETTER, metric_of  # noqa: E402
 
 # Paul Tol's "bright" and "muted" qualitative schemes: distinguishable with colour blindness.
@@ -86,7 +87,7 @@ def _plain_log_axis(ax) -> None:
     )
 
 
-def colours(study: dict) -> dict:
+def colours(study: StudyInfo) -> dict:
     """One colour per variant label, the same in every panel and in the report's table."""
     out, i = {}, 0
     for variant in study["variants"]:
@@ -105,7 +106,7 @@ def _spans_decades(values: list[np.ndarray]) -> bool:
 
 @styled
 def plot_study(
-    study: dict, histories: dict[str, list[pd.DataFrame]], path: str | Path, dpi: int = 110
+    study: StudyInfo, histories: dict[str, list[pd.DataFrame]], path: str | Path, dpi: int = 110
 ) -> None:
     """Four panels (train loss, val loss, train metric, val metric), written atomically.
 
@@ -143,7 +144,7 @@ def study_panels(task: str) -> list[tuple[str, str]]:
     ]
 
 
-def _draw_variants(axes, panels, study: dict, histories: dict) -> tuple[list, list]:
+def _draw_variants(axes, panels, study: StudyInfo, histories: dict) -> tuple[list, list]:
     """Every variant's curves; returns the legend handles and the loss curves drawn."""
     palette = colours(study)
     loss_values, legend = [], []
@@ -233,7 +234,9 @@ def _short(text: str, width: int = 38) -> str:
 
 
 @styled
-def plot_overview(studies: list[dict], effects: pd.DataFrame, path: str | Path, dpi: int = 110):
+def plot_overview(
+    studies: list[StudyInfo], effects: pd.DataFrame, path: str | Path, dpi: int = 110
+):
     """Horizontal bars: each variant's mean best val metric minus its study's baseline, with its
     95% CI whisker, grouped by study (one panel per metric).
 
@@ -605,7 +608,9 @@ def _level_gap(places: dict) -> float:
 
 
 @styled
-def plot_response(study: dict, summary: pd.DataFrame, path: str | Path, dpi: int = 110) -> None:
+def plot_response(
+    study: StudyInfo, summary: pd.DataFrame, path: str | Path, dpi: int = 110
+) -> None:
     """The best validation metric against each numeric factor's value (analysis.response_factors),
     one panel per factor: the mean over repeats with its 95% interval, coloured by the verdict
     against the reference (black), on a log axis when the values span a decade or more."""

@@ -23,6 +23,7 @@ from statsmodels.stats.anova import anova_lm
 from statsmodels.stats.weightstats import DescrStatsW
 
 from .plan import format_value
+from .stages import GridDesign, StudyInfo, VariantInfo
 from .tasks import metric_of
 
 SCORE = "score"
@@ -33,7 +34,7 @@ CONFIDENCE = 0.95
 # Building the table of observations -------------------------------------------------------------
 
 
-def cells(design: dict) -> list[tuple[str, dict, str]]:
+def cells(design: GridDesign) -> list[tuple[str, dict, str]]:
     """(label, {factor: value}, experiment) of every cell of `design`, in config order.
 
     `design` is `Plan.grid_design`: {"factors": [dotted paths, config order], "cells": [[label,
@@ -65,7 +66,7 @@ def fold_scores(ranking: pd.DataFrame, metric: str, k: int) -> pd.DataFrame:
     return long.rename(columns={"candidate": "variant"})
 
 
-def _trained_under(experiment: str, variants: list[dict], cells: set) -> str | None:
+def _trained_under(experiment: str, variants: list[VariantInfo], cells: set) -> str | None:
     """The variant that trained a cell the plan dropped as a duplicate: the one planned with the
     cell's experiment, unless that is another cell (two cells of one experiment cannot fill two
     cells of the table), else None."""
@@ -95,7 +96,7 @@ def _level_names(factors: list, grid: list, source: dict, scores: pd.DataFrame) 
     return names
 
 
-def observations(design: dict, variants: list[dict], scores: pd.DataFrame):
+def observations(design: GridDesign, variants: list[VariantInfo], scores: pd.DataFrame):
     """The grid's table of observations, and notes on the cells it could not fill.
 
     `scores` has one row per run: `variant`, `replicate`, `score` (NaN when missing) and the
@@ -142,13 +143,13 @@ def observations(design: dict, variants: list[dict], scores: pd.DataFrame):
     return table[columns], notes
 
 
-def read_table(path, design: dict) -> pd.DataFrame:
+def read_table(path, design: GridDesign) -> pd.DataFrame:
     """runs.csv or cv_ranking.csv, the factors' columns read as the text they hold ("[8]",
     "0.001"), so that a level reads back as the table shows it."""
     return pd.read_csv(path, dtype={f: str for f in design["factors"]})
 
 
-def study_observations(study: dict, design: dict, runs=None, ranking=None):
+def study_observations(study: StudyInfo, design: GridDesign, runs=None, ranking=None):
     """`observations` of a grid study (from its runs.csv) or a cv study (its cv_ranking.csv)."""
     metric = metric_of(study["task"])
     if study["kind"] == "cv":
@@ -158,7 +159,7 @@ def study_observations(study: dict, design: dict, runs=None, ranking=None):
     return observations(design, study["variants"], scores)
 
 
-def score_label(study: dict) -> str:
+def score_label(study: StudyInfo) -> str:
     """What a grid study's observations are, for axis labels: 'best validation accuracy'."""
     metric = {"accuracy": "accuracy", "mae": "MAE"}[metric_of(study["task"])]
     if study["kind"] == "cv":
@@ -405,7 +406,7 @@ def _join(notes: list) -> str:
     return " ".join(note for note in notes if note)
 
 
-def study_anova(study: dict, design: dict, runs=None, ranking=None) -> pd.DataFrame:
+def study_anova(study: StudyInfo, design: GridDesign, runs=None, ranking=None) -> pd.DataFrame:
     """What a study's anova.csv holds: the ANOVA rows with a `note` column, one row with only
     the note when there is no table, and no row for a study without a grid."""
     if not design.get("factors"):

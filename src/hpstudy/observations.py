@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from .history import first_divergence, mean_curves
+from .stages import StudyInfo, VariantInfo
 from .tasks import GREATER_IS_BETTER, metric_of
 
 OVERFIT_MIN_RISE = 0.10  # relative rise of val loss after its minimum
@@ -331,7 +332,9 @@ def _files(paths: list[str]) -> str:
 
 
 def observe(
-    study: dict, histories: dict[str, list[pd.DataFrame]], paths: dict[str, list[str]] | None = None
+    study: StudyInfo,
+    histories: dict[str, list[pd.DataFrame]],
+    paths: dict[str, list[str]] | None = None,
 ) -> list[Observation]:
     """Every rule on every variant of `study` (its description from the plan).
 
@@ -387,7 +390,9 @@ def observe(
     return out
 
 
-def divergences(variant: dict, runs: list[pd.DataFrame], src: list[str]) -> list[Observation]:
+def divergences(
+    variant: VariantInfo, runs: list[pd.DataFrame], src: list[str]
+) -> list[Observation]:
     """Rule `divergence` on each run of a variant, naming the run when there are several."""
     out = []
     for i, history in enumerate(runs):
@@ -432,13 +437,13 @@ def minimum_epoch(c: pd.DataFrame) -> int:
     return int(c.loc[c["val_loss"].idxmin(), "epoch"])
 
 
-def to_frame(study: dict, observations: list[Observation]) -> pd.DataFrame:
+def to_frame(study: StudyInfo, observations: list[Observation]) -> pd.DataFrame:
     """observations.csv: one row per observation, in report order."""
     rows = [{"study": study["name"], **asdict(o)} for o in observations]
     return pd.DataFrame(rows, columns=["study", "variant", "rule", "text", "source", "value"])
 
 
-def study_observations(study: dict) -> pd.DataFrame:
+def study_observations(study: StudyInfo) -> pd.DataFrame:
     """observations.csv of a study, from the history.csv files of its runs (paths as cited)."""
     histories, paths = {}, {}
     for v in study["variants"]:

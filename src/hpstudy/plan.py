@@ -21,6 +21,7 @@ from . import TRAINING_VERSION, components, userdata, usermodel
 from . import config as checks
 from .datasets import FILE_SOURCE, task_of
 from .ids import canonical_json, derive_seed, parse_run, short_hash, slugify
+from .stages import GridDesign, LRRangeView, StudyInfo
 
 # Spec fields that are floats whatever the YAML says, so `0` and `0.0` hash alike.
 FLOAT_PATHS = (
@@ -306,7 +307,7 @@ class Study:
     def all_runs(self) -> list:
         return [run for label in self.runs for run in self.runs[label]]
 
-    def describe(self) -> dict:
+    def describe(self) -> StudyInfo:
         """What the aggregation and figure jobs need, as plain data (goes through params)."""
         return {
             "name": self.name,
@@ -388,7 +389,7 @@ class Plan:
             if study.kind == "combine" and chosen.exists():
                 self.add_combination(study.slug, json.loads(chosen.read_text(encoding="utf-8")))
 
-    def grid_design(self, slug: str) -> dict:
+    def grid_design(self, slug: str) -> GridDesign:
         """The study's grid as the plan expands it: its factors (config order) and its cells,
         each `[label, [value of each factor], experiment]`, the experiment the cell resolved to
         (another variant's when the plan dropped the cell as a duplicate); a study without a grid
@@ -404,7 +405,7 @@ class Plan:
         ]
         return {"factors": factors, "cells": cells}
 
-    def lr_range_views(self) -> list:
+    def lr_range_views(self) -> list[LRRangeView]:
         """What the report's range-test view shows of each lr_range study, as plain data: the
         study, its test's spec and the (study, variant, experiment) that use its suggestion."""
         out = []

@@ -20,6 +20,7 @@ from . import grid, statistics
 from .figures import colours
 from .io import atomic_write_text
 from .observations import RULES
+from .stages import StudyInfo
 from .tasks import GREATER_IS_BETTER, metric_of
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -165,7 +166,7 @@ def mark_changed(rows: list[dict], varied: list) -> None:
         ]
 
 
-def study_row(rec: dict, study: dict, metric: str, palette: dict) -> dict:
+def study_row(rec: dict, study: StudyInfo, metric: str, palette: dict) -> dict:
     """One variant's row of a study table (a summary.csv record), formatted for the template."""
     n = int(rec["runs"])
     verdict = rec.get("verdict") if isinstance(rec.get("verdict"), str) else ""
@@ -196,7 +197,7 @@ def study_row(rec: dict, study: dict, metric: str, palette: dict) -> dict:
     }
 
 
-def study_section(study: dict, summary_csv, runs_csv, figure, observations_csv=None) -> dict:
+def study_section(study: StudyInfo, summary_csv, runs_csv, figure, observations_csv=None) -> dict:
     """Everything the template shows for one study, with numbers already formatted."""
     metric = metric_of(study["task"])
     summary = pd.read_csv(summary_csv)
@@ -239,7 +240,7 @@ def add_combine_views(sections: list[dict], tables: list) -> None:
             section["combine"] = combine_view(section["study"], pd.read_csv(path))
 
 
-def combine_view(study: dict, table: pd.DataFrame) -> dict:
+def combine_view(study: StudyInfo, table: pd.DataFrame) -> dict:
     """A combine study's winners and whether their gains add up (its additivity.csv), formatted."""
     winners = [
         {"study": w["study"], "variant": w["variant"]}
@@ -480,7 +481,7 @@ def add_cv_views(sections: list[dict], rankings: list) -> None:
             section["cv"] = cv_view(section["study"], path, path.parent / "runs.csv")
 
 
-def cv_view(study: dict, ranking_csv, runs_csv) -> dict:
+def cv_view(study: StudyInfo, ranking_csv, runs_csv) -> dict:
     """The ranked candidates (mean ± std and every fold's score) and the refit's test result."""
     metric = metric_of(study["task"])
     k = int(study["cv"])
@@ -528,7 +529,7 @@ def add_grid_views(sections: list[dict], grids: dict, anovas: list, figures: lis
             section["grid"] = grid_view(section["study"], grids[slug], tables[slug], drawn[slug])
 
 
-def grid_view(study: dict, factors: list, anova_csv, figure) -> dict:
+def grid_view(study: StudyInfo, factors: list, anova_csv, figure) -> dict:
     """The grid figure inlined, the ANOVA rows formatted (none when the grid is not full
     factorial, or has nothing to measure the noise by), the note saying how and why."""
     table = pd.read_csv(anova_csv)

@@ -1,0 +1,97 @@
+"""What the plan hands to the stages: the typed contract between planning and every job after it.
+
+`plan.Study.describe()` is a `StudyInfo`, `Plan.grid_design` a `GridDesign`, `Plan.lr_range_views`
+`LRRangeView`s and `combine.choose` a `Combination`. They are TypedDicts, not classes, because
+they cross a process boundary as JSON (a rule's params): a job reads back exactly what the plan
+wrote, and the analysis, grid, cv, combine, observations, figures and report modules take them
+with these types. `tests/test_plan.py` checks that every kind of study describes itself with
+exactly these keys. No imports of the package here: every stage can import this module.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+
+class _RunRequired(TypedDict):
+    run: str  # r0, r1, ... or f<i>of<k> for a cv fold
+    repeat: int | None
+    seed: int
+    split_seed: int | None
+    dir: str  # results/runs/<experiment>/<run>
+
+
+class RunInfo(_RunRequired, total=False):
+    """One run of a variant; a cv fold also says which fold of how many."""
+
+    fold: int
+    folds: int
+
+
+class VariantInfo(TypedDict):
+    """One compared setting of a study: its experiment, the values it varies, its runs."""
+
+    label: str
+    experiment: str
+    values: dict[str, Any]  # dotted path -> value, for every path the study varies
+    is_reference: bool
+    runs: list[RunInfo]
+
+
+class Winner(TypedDict):
+    """A listed study's winner in a combine study (None: no variant beat its reference)."""
+
+    study: str
+    slug: str
+    variant: str | None
+    experiment: str | None
+
+
+class CombineRequest(TypedDict):
+    """What select_combination asks: the combine study and the studies it lists."""
+
+    name: str
+    combine: list[dict[str, str]]  # {"name", "slug"} of each listed study
+
+
+class Combination(TypedDict):
+    """combination.json: the winners a combine study sets together."""
+
+    study: str
+    winners: list[Winner]
+
+
+class _StudyRequired(TypedDict):
+    name: str
+    slug: str
+    kind: str  # ofat, grid, cv, combine, lr_range
+    title: str
+    description: str
+    baseline: str
+    task: str  # classification or regression
+    varied: list[str]  # dotted paths the study varies
+    variants: list[VariantInfo]
+
+
+class StudyInfo(_StudyRequired, total=False):
+    """A study as the aggregation, figure and report jobs receive it (`Study.describe()`)."""
+
+    cv: int  # k of a cv study
+    lr_range: str  # the id of an lr_range study's test
+    combine: list[str]  # a combine study: the slugs of the studies it combines
+    combination: Combination  # ... and their winners, once chosen
+
+
+class LRRangeView(StudyInfo):
+    """An lr_range study for the report: its test's spec and who uses its suggestion."""
+
+    spec: dict[str, Any]
+    used_by: list[dict[str, str]]  # {"study", "variant", "experiment"}
+
+
+class GridDesign(TypedDict):
+    """A study's grid as the plan expands it (`Plan.grid_design`): factors in config order;
+    cells `[label, [value of each factor], experiment]`, the experiment the cell resolved to."""
+
+    factors: list[str]
+    cells: list[list[Any]]

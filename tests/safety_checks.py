@@ -34,7 +34,7 @@ PICKLE_CALLS = {
 } | {"joblib.load", "pandas.read_pickle", "marshal.load", "marshal.loads", "shelve.open"}
 UNSAFE_NAMES = {"enable_unsafe_deserialization"}
 # The one restricted unpickler: (file name, class name).
-RESTRICTED_UNPICKLER = ("datasets.py", "_NumpyOnlyUnpickler")
+RESTRICTED_UNPICKLER = ("readers.py", "_NumpyOnlyUnpickler")
 # hpstudy's own model loader, which passes safe_mode=True itself (checked as any other call).
 WRAPPER = "hpstudy.training.load_model"
 # Snakemake directives that run something other than a script.

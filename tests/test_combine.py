@@ -131,9 +131,15 @@ def test_additive_gains_add_up_and_saturating_ones_do_not():
     calls = {"additive": [], "saturating": []}
     for seed in range(200):
         for name, means in (("additive", additive), ("saturating", saturating)):
-            calls[name].append(combine.additivity(runs_of(means, seed=seed), STUDY)["verdict"])
+            # the contrast's verdict, as `additivity` gives it, without its bootstrapped
+            # comparisons with each winner (checked below)
+            _, verdict = combine.gains_contrast(runs_of(means, seed=seed), STUDY)
+            calls[name].append(verdict)
     assert sum(v.startswith("the gains add up") for v in calls["additive"]) >= 180
     assert sum(v == "less than the sum of the single gains" for v in calls["saturating"]) >= 180
+    for seed in range(3):  # the same verdict as `additivity` gives
+        runs = runs_of(saturating, seed=seed)
+        assert combine.gains_contrast(runs, STUDY)[1] == combine.additivity(runs, STUDY)["verdict"]
     one = combine.additivity(runs_of(additive, seed=1), STUDY)
     assert one["combined_delta"] == pytest.approx(0.08, abs=0.005)
     assert one["sum_of_gains"] == pytest.approx(0.08, abs=0.005)

@@ -27,6 +27,7 @@ from fakedata import (
 )
 
 from hpstudy import datasets as ds
+from hpstudy import fetch, readers
 from hpstudy.datasets import DatasetError
 
 RNG = np.random.default_rng(0)
@@ -64,9 +65,9 @@ def dead_url() -> str:
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No mirror or hash overrides from the environment, and no proxy for loopback requests."""
-    monkeypatch.delenv(ds.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(fetch.MIRROR_ENV, raising=False)
     monkeypatch.delenv(ds.SHA256_OVERRIDES_ENV, raising=False)
-    monkeypatch.delenv(ds.DEADLINE_ENV, raising=False)
+    monkeypatch.delenv(fetch.DEADLINE_ENV, raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
@@ -97,7 +98,7 @@ def point(monkeypatch: pytest.MonkeyPatch, raw: dict):
 
 def test_module_does_not_import_tensorflow_or_keras() -> None:
     code = (
-        "import sys, hpstudy.datasets; "
+        "import sys, hpstudy.datasets, hpstudy.fetch, hpstudy.readers; "
         "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(ds.__file__).parents[1])}
@@ -204,7 +205,7 @@ def _assert_only(directory: Path, names: list[str]) -> None:
 
 def test_mnist_download_and_convert(tmp_path: Path, server, raw: dict, point) -> None:
     point("mnist", server.base_url)
-    paths = ds.download("mnist", tmp_path / "raw")
+    paths = fetch.download("mnist", tmp_path / "raw")
     assert paths == [tmp_path / "raw" / "mnist.npz"]
     assert sha256(paths[0]) == raw["sha256"]["mnist.npz"]
     _assert_only(tmp_path / "raw", ["mnist.npz"])
@@ -220,7 +221,7 @@ def test_mnist_download_and_convert(tmp_path: Path, server, raw: dict, point) ->
 
 def test_fashion_mnist_download_and_convert(tmp_path: Path, server, raw: dict, point) -> None:
     point("fashion_mnist", server.base_url)
-    paths = ds.download("fashion_mnist", tmp_path)
+    paths = fetch.download("fashion_mnist", tmp_path)
     assert [p.name for p in paths] == [f.name for f in ds.SOURCES["fashion_mnist"].files]
     arrays = ds.load_npz(ds.convert("fashion_mnist", tmp_path, tmp_path / "f.npz"))
     assert arrays["x_train"].shape == (4, 28, 28)
@@ -232,7 +233,7 @@ def test_fashion_mnist_download_and_convert(tmp_path: Path, server, raw: dict, p
 
 def test_cifar10_download_and_convert(tmp_path: Path, server, raw: dict, point) -> None:
     point("cifar10", server.base_url)
-    ds.download("cifar10", tmp_path)
+    fetch.download("cifar10", tmp_path)
     arrays = ds.load_npz(ds.convert("cifar10", tmp_path, tmp_path / "c.npz"))
     expected = raw["expected"]["cifar10"]
     assert arrays["x_train"].shape == (10, 32, 32, 3)
@@ -289,7 +290,7 @@ def test_housing_split_reproduces_keras(
     tmp_path: Path, server, raw: dict, point, name, file, head, n_train, n_test
 ) -> None:
     point(name, server.base_url)
-    ds.download(name, tmp_path)
+    fetch.download(name, tmp_path)
     arrays = ds.load_npz(ds.convert(name, tmp_path, tmp_path / "out.npz"))
     source = raw["expected"][file]
     assert arrays["x_train"].shape == (n_train, source["x"].shape[1])
@@ -315,7 +316,7 @@ def test_checksum_mismatch_leaves_nothing(tmp_path: Path, server, raw: dict, poi
     point("mnist", server.base_url, {"mnist.npz": wrong})
     dest = tmp_path / "raw"
     with pytest.raises(DatasetError) as info:
-        ds.download("mnist", dest)
+        fetch.download("mnist", dest)
     message = str(info.value)
     assert "checksum mismatch for mnist.npz" in message
     assert wrong in message and raw["sha256"]["mnist.npz"] in message
@@ -325,7 +326,7 @@ def test_checksum_mismatch_leaves_nothing(tmp_path: Path, server, raw: dict, poi
 def test_truncated_transfer_leaves_nothing(tmp_path: Path, server, point) -> None:
     point("mnist", server.base_url + "half/")
     with pytest.raises(DatasetError, match="checksum mismatch|could not fetch"):
-        ds.download("mnist", tmp_path)
+        fetch.download("mnist", tmp_path)
     assert any(r.startswith("/half/") for r in server.requests)
     _assert_only(tmp_path, [])
 
@@ -333,7 +334,7 @@ def test_truncated_transfer_leaves_nothing(tmp_path: Path, server, point) -> Non
 def test_http_404_explains_how_to_provide_file(tmp_path: Path, server, point) -> None:
     point("mnist", server.base_url + "missing/")
     with pytest.raises(DatasetError, match="404"):
-        ds.download("mnist", tmp_path)
+        fetch.download("mnist", tmp_path)
     _assert_only(tmp_path, [])
 
 
@@ -343,14 +344,14 @@ def test_unreachable_host_says_what_to_place_where(
     point("fashion_mnist", dead_url)
     dest = tmp_path / "raw"
     with pytest.raises(DatasetError) as info:
-        ds.download("fashion_mnist", dest, timeout=5)
+        fetch.download("fashion_mnist", dest, timeout=5)
     message = str(info.value)
     first = ds.SOURCES["fashion_mnist"].files[0]
     assert str((dest / first.name).resolve()) in message
     assert first.sha256 in message
     # The other files of the dataset are listed too, with their hashes.
     assert all(f.sha256 in message for f in ds.SOURCES["fashion_mnist"].files)
-    assert "mirror" in message and ds.MIRROR_ENV in message
+    assert "mirror" in message and fetch.MIRROR_ENV in message
     _assert_only(dest, [])
 
 
@@ -361,14 +362,14 @@ def test_silent_host_times_out_with_instructions(tmp_path: Path, point) -> None:
         silent.listen()
         point("mnist", f"http://127.0.0.1:{silent.getsockname()[1]}/")
         with pytest.raises(DatasetError, match="timed out") as info:
-            ds.download("mnist", tmp_path, timeout=0.3)
+            fetch.download("mnist", tmp_path, timeout=0.3)
     assert str((tmp_path / "mnist.npz").resolve()) in str(info.value)
     _assert_only(tmp_path, [])
 
 
 def test_mirror_directory(tmp_path: Path, dead_url: str, raw: dict, point) -> None:
     point("fashion_mnist", dead_url)  # the origin is down; the mirror must be used
-    paths = ds.download("fashion_mnist", tmp_path, mirror=str(raw["dir"]))
+    paths = fetch.download("fashion_mnist", tmp_path, mirror=str(raw["dir"]))
     assert [sha256(p) for p in paths] == [raw["sha256"][p.name] for p in paths]
     _assert_only(tmp_path, [p.name for p in paths])
 
@@ -378,7 +379,7 @@ def test_mirror_directory_missing_file(tmp_path: Path, dead_url: str, point) -> 
     empty = tmp_path / "empty_mirror"
     empty.mkdir()
     with pytest.raises(DatasetError) as info:
-        ds.download("mnist", tmp_path / "raw", mirror=str(empty))
+        fetch.download("mnist", tmp_path / "raw", mirror=str(empty))
     assert str(empty / "mnist.npz") in str(info.value)
     assert str((tmp_path / "raw" / "mnist.npz").resolve()) in str(info.value)
     assert f"mirror in use, {empty}" in str(info.value)
@@ -388,7 +389,7 @@ def test_mirror_directory_missing_file(tmp_path: Path, dead_url: str, point) -> 
 def test_mirror_base_url(tmp_path: Path, dead_url: str, server, raw: dict, point) -> None:
     point("mnist", dead_url)
     before = len(server.requests)
-    (path,) = ds.download("mnist", tmp_path, mirror=server.base_url.rstrip("/"))
+    (path,) = fetch.download("mnist", tmp_path, mirror=server.base_url.rstrip("/"))
     assert sha256(path) == raw["sha256"]["mnist.npz"]
     assert server.requests[before:] == ["/mnist.npz"]
 
@@ -397,24 +398,24 @@ def test_mirror_from_environment(
     tmp_path: Path, dead_url: str, raw: dict, point, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     point("boston_housing", dead_url)
-    monkeypatch.setenv(ds.MIRROR_ENV, str(raw["dir"]))
-    (path,) = ds.download("boston_housing", tmp_path)
+    monkeypatch.setenv(fetch.MIRROR_ENV, str(raw["dir"]))
+    (path,) = fetch.download("boston_housing", tmp_path)
     assert sha256(path) == raw["sha256"]["boston_housing.npz"]
 
 
 def test_verified_file_is_not_fetched_again(tmp_path: Path, server, dead_url: str, point) -> None:
     point("mnist", server.base_url)
-    (path,) = ds.download("mnist", tmp_path)
+    (path,) = fetch.download("mnist", tmp_path)
     mtime = path.stat().st_mtime_ns
     point("mnist", dead_url)  # any fetch attempt would now fail
-    assert ds.download("mnist", tmp_path) == [path]
+    assert fetch.download("mnist", tmp_path) == [path]
     assert path.stat().st_mtime_ns == mtime
 
 
 def test_file_with_wrong_hash_is_fetched_again(tmp_path: Path, server, raw: dict, point) -> None:
     point("mnist", server.base_url)
     (tmp_path / "mnist.npz").write_bytes(b"stale or half-written")
-    (path,) = ds.download("mnist", tmp_path)
+    (path,) = fetch.download("mnist", tmp_path)
     assert sha256(path) == raw["sha256"]["mnist.npz"]
     _assert_only(tmp_path, ["mnist.npz"])
 
@@ -465,7 +466,7 @@ def test_load_npz_refuses_object_arrays(tmp_path: Path) -> None:
 
 
 def test_bundled_digits(tmp_path: Path) -> None:
-    assert ds.download("digits", tmp_path / "raw") == []
+    assert fetch.download("digits", tmp_path / "raw") == []
     arrays = ds.load_npz(ds.convert("digits", None, tmp_path / "digits.npz"))
     assert sorted(arrays) == ["x_train", "y_train"]
     assert arrays["x_train"].shape == (1797, 64)
@@ -490,10 +491,10 @@ def test_a_trickling_server_fails_at_the_deadline(tmp_path: Path, server, point)
     point("mnist", server.base_url + "trickle/")
     start = time.monotonic()
     with pytest.raises(DatasetError) as info:
-        ds.download("mnist", tmp_path, timeout=5, deadline=1)
+        fetch.download("mnist", tmp_path, timeout=5, deadline=1)
     assert time.monotonic() - start < 4
     message = str(info.value)
-    assert "did not finish within its deadline of 1 s" in message and ds.DEADLINE_ENV in message
+    assert "did not finish within its deadline of 1 s" in message and fetch.DEADLINE_ENV in message
     assert f"place mnist.npz at {(tmp_path / 'mnist.npz').resolve()}" in message
     _assert_only(tmp_path, [])
 
@@ -501,24 +502,24 @@ def test_a_trickling_server_fails_at_the_deadline(tmp_path: Path, server, point)
 def test_a_server_trickling_its_headers_fails_at_the_deadline(
     tmp_path: Path, server, point, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(ds.DEADLINE_ENV, "1")  # the variable sets the deadline too
+    monkeypatch.setenv(fetch.DEADLINE_ENV, "1")  # the variable sets the deadline too
     point("mnist", server.base_url + "slow-headers/")
     start = time.monotonic()
     with pytest.raises(DatasetError, match="deadline of 1 s"):
-        ds.download("mnist", tmp_path, timeout=5)
+        fetch.download("mnist", tmp_path, timeout=5)
     assert time.monotonic() - start < 4
     _assert_only(tmp_path, [])
 
 
 def test_a_bad_deadline_variable_names_itself(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv(ds.DEADLINE_ENV, "soon")
+    monkeypatch.setenv(fetch.DEADLINE_ENV, "soon")
     with pytest.raises(DatasetError, match=r"HPSTUDY_DOWNLOAD_DEADLINE.*Received: 'soon'"):
-        ds.download("mnist", tmp_path)
+        fetch.download("mnist", tmp_path)
 
 
 def test_the_default_deadline_grows_with_the_file() -> None:
-    assert ds.deadline_for(5148) == 300
-    assert 25 * 60 < ds.deadline_for(170498071) < 30 * 60  # CIFAR-10 at 100 kB/s
+    assert fetch.deadline_for(5148) == 300
+    assert 25 * 60 < fetch.deadline_for(170498071) < 30 * 60  # CIFAR-10 at 100 kB/s
 
 
 @pytest.mark.parametrize("where", ["announced", "streamed", "mirror directory"])
@@ -532,7 +533,7 @@ def test_an_oversized_file_is_refused(tmp_path: Path, server, raw: dict, point, 
         point("mnist", base, size=size)
         mirror = None
     with pytest.raises(DatasetError) as info:
-        ds.download("mnist", tmp_path / "raw", mirror=mirror)
+        fetch.download("mnist", tmp_path / "raw", mirror=mirror)
     message = str(info.value)
     received = "more than 1000" if where != "announced" else f"{raw['mnist_bytes']} (its Content"
     assert "mnist.npz fetched from" in message and "is larger than its pinned size" in message
@@ -544,7 +545,7 @@ def test_a_redirect_to_plain_http_on_another_host_is_refused(tmp_path: Path, ser
     point("mnist", server.base_url + "to-http/")
     before = len(server.requests)
     with pytest.raises(DatasetError) as info:
-        ds.download("mnist", tmp_path)
+        fetch.download("mnist", tmp_path)
     message = str(info.value)
     assert "refused HTTP 302 redirect" in message and "http://localhost:" in message
     assert "only go to https, or stay on the same scheme and host" in message
@@ -555,7 +556,7 @@ def test_a_redirect_to_plain_http_on_another_host_is_refused(tmp_path: Path, ser
 def test_a_redirect_on_the_same_host_is_followed(tmp_path: Path, server, raw, point) -> None:
     point("mnist", server.base_url + "moved/")
     before = len(server.requests)
-    (path,) = ds.download("mnist", tmp_path)
+    (path,) = fetch.download("mnist", tmp_path)
     assert sha256(path) == raw["sha256"]["mnist.npz"]
     assert server.requests[before:] == ["/moved/mnist.npz", "/mnist.npz"]
 
@@ -567,7 +568,7 @@ def test_stale_part_files_of_a_killed_download_are_removed(
     stale = tmp_path / ".mnist.npz.4242.0badc0de.part"
     stale.write_bytes(b"half a download")
     (tmp_path / "notes.part").write_text("not ours")
-    (path,) = ds.download("mnist", tmp_path)
+    (path,) = fetch.download("mnist", tmp_path)
     assert sha256(path) == raw["sha256"]["mnist.npz"]
     _assert_only(tmp_path, ["mnist.npz", "notes.part"])
 
@@ -662,7 +663,7 @@ def test_cifar_members_above_the_cap_are_not_read(
     tmp_path: Path, raw: dict, point, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     point("cifar10", "http://unused/")
-    monkeypatch.setattr(ds, "CIFAR_MEMBER_MAX_BYTES", 1000)
+    monkeypatch.setattr(readers, "CIFAR_MEMBER_MAX_BYTES", 1000)
     shutil.copy(raw["dir"] / "cifar-10-python.tar.gz", tmp_path)
     with pytest.raises(DatasetError) as info:
         ds.convert("cifar10", tmp_path, tmp_path / "c.npz")
@@ -691,7 +692,7 @@ def test_a_server_trickling_its_tls_handshake_fails_at_the_deadline(tmp_path: Pa
         point("mnist", f"https://127.0.0.1:{port}/")
         start = time.monotonic()
         with pytest.raises(DatasetError, match="deadline of 1 s"):
-            ds.download("mnist", tmp_path, timeout=5, deadline=1)
+            fetch.download("mnist", tmp_path, timeout=5, deadline=1)
         assert time.monotonic() - start < 4
         thread.join(timeout=15)
     _assert_only(tmp_path, [])

@@ -51,25 +51,15 @@ def additivity(runs: pd.DataFrame, study: StudyInfo) -> dict | None:
     p-value, a verdict ("the gains add up", "less than the sum", "more than the sum"), and the
     combined experiment against each single winner (Welch, Holm over the winners).
     """
-    labels = [v["label"] for v in study["variants"]]
-    if "combined" not in labels:
+    groups = _groups(runs, study)
+    if groups is None:
         return None
-    metric = metric_of(study["task"])
-    higher = GREATER_IS_BETTER[metric]
-    score = runs.set_index("variant")[f"best_val_{metric}"]
-
-    def values(label):
-        return pd.to_numeric(score.loc[[label]], errors="coerce").to_numpy()
-
-    reference = next(v["label"] for v in study["variants"] if v["is_reference"])
-    winners = [label for label in labels if label not in ("combined", reference)]
-    groups = [values("combined"), *(values(w) for w in winners), values(reference)]
-    coefficients = [1.0, *([-1.0] * len(winners)), len(winners) - 1.0]
-    test = statistics.contrast(groups, coefficients)
-    mean = {label: float(values(label).mean()) for label in labels}
+    values, reference, winners, higher, metric = groups
+    test, verdict = gains_contrast(runs, study)
+    mean = {label: float(values[label].mean()) for label in values}
     gains = [mean[w] - mean[reference] for w in winners]
     against = statistics.adjust(
-        [statistics.compare_runs(values("combined"), values(w), higher) for w in winners],
+        [statistics.compare_runs(values["combined"], values[w], higher) for w in winners],
         higher,
         delta_range=delta_range(metric),
     )
@@ -77,9 +67,36 @@ def additivity(runs: pd.DataFrame, study: StudyInfo) -> dict | None:
         "combined_delta": mean["combined"] - mean[reference],
         "sum_of_gains": float(sum(gains)),
         "contrast": test,
-        "verdict": _additive(test, higher),
+        "verdict": verdict,
         "against_winners": [{"winner": w, **c.as_dict()} for w, c in zip(winners, against)],
     }
+
+
+def gains_contrast(runs: pd.DataFrame, study: StudyInfo) -> tuple[dict | None, str] | None:
+    """`additivity`'s contrast combined - reference - sum(winner - reference) and its verdict
+    alone (None without a combined experiment)."""
+    groups = _groups(runs, study)
+    if groups is None:
+        return None
+    values, reference, winners, higher, _ = groups
+    samples = [values["combined"], *(values[w] for w in winners), values[reference]]
+    coefficients = [1.0, *([-1.0] * len(winners)), len(winners) - 1.0]
+    test = statistics.contrast(samples, coefficients)
+    return test, _additive(test, higher)
+
+
+def _groups(runs: pd.DataFrame, study: StudyInfo) -> tuple | None:
+    """Each variant's scores, the reference, the winners (study order), direction, metric."""
+    labels = [v["label"] for v in study["variants"]]
+    if "combined" not in labels:
+        return None
+    metric = metric_of(study["task"])
+    score = runs.set_index("variant")[f"best_val_{metric}"]
+    values = {label: pd.to_numeric(score.loc[[label]], errors="coerce").to_numpy()
+              for label in labels}  # fmt: skip
+    reference = next(v["label"] for v in study["variants"] if v["is_reference"])
+    winners = [label for label in labels if label not in ("combined", reference)]
+    return values, reference, winners, GREATER_IS_BETTER[metric], metric
 
 
 CONTRAST_FIELDS = ("estimate", "ci_low", "ci_high", "p_value", "df")

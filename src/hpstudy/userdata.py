@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import FILE_SOURCE, DatasetError, load_npz, sha256_file, write_npz
+from .datasets import FILE_SOURCE, DatasetError, load_npz, write_npz
+from .io import sha256_file
 from .prepare import check_finite
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet", ".npz": "npz"}

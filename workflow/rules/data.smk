@@ -6,7 +6,7 @@
 # (fashion_mnist has four), and each is a declared output so a deleted file is fetched again.
 # The mirror (config `data_mirror`) is not a param: the files are pinned by SHA-256, so where they
 # come from never changes them, and a changed param would re-download and so retrain everything.
-# common.smk hands it to the jobs as HPSTUDY_DATA_MIRROR, which hpstudy.datasets.download reads.
+# common.smk hands it to the jobs as HPSTUDY_DATA_MIRROR, which hpstudy.fetch.download reads.
 for _source in DOWNLOADS:
 
     rule:

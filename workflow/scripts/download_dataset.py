@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from hpstudy.datasets import download
+from hpstudy.fetch import download
 from hpstudy.io import redirect_output
 
 redirect_output(snakemake.log[0])

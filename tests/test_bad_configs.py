@@ -21,7 +21,7 @@ import yaml
 from helpers import run_snakemake
 
 from hpstudy import config as config_mod
-from hpstudy import datasets, prepare
+from hpstudy import datasets, errors, prepare
 from hpstudy.config import ConfigError
 from hpstudy.plan import load_plan
 
@@ -376,17 +376,17 @@ def test_a_long_received_value_is_cut_in_cross_key_checks():
 
 
 def test_quote_cuts_long_values_and_ends_on_lists_that_contain_themselves():
-    assert config_mod.quote({"a": [1, 2.5, None, True, ("t",)]}) == repr(
+    assert errors.quote({"a": [1, 2.5, None, True, ("t",)]}) == repr(
         {"a": [1, 2.5, None, True, ("t",)]}
     )
-    assert config_mod.quote("y" * 300) == repr("y" * 200)[:200] + "… (302 characters)"
+    assert errors.quote("y" * 300) == repr("y" * 200)[:200] + "… (302 characters)"
     shared = ["z" * 10] * 10
     for _ in range(8):  # 10**9 strings if expanded
         shared = [shared] * 10
-    assert config_mod.quote(shared).endswith("… (over 100,000 characters)")
+    assert errors.quote(shared).endswith("… (over 100,000 characters)")
     loop: list = [1]
     loop.append(loop)
-    assert config_mod.quote(loop) == "[1, [...]]"
+    assert errors.quote(loop) == "[1, [...]]"
 
 
 def test_largest_allowed_seeds_plan():

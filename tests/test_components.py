@@ -8,11 +8,11 @@ import inspect
 import numpy as np
 import pytest
 
-from hpstudy import components, config, datasets, stopping
+from hpstudy import checks, components, datasets, stopping
 
 
 def _schema():
-    return config.load_schema()["definitions"]
+    return checks.load_schema()["definitions"]
 
 
 def test_the_schema_enums_are_the_registry():

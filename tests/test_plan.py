@@ -8,6 +8,7 @@ import pytest
 import yaml
 from helpers import plan_of
 
+from hpstudy import checks
 from hpstudy import config as config_mod
 from hpstudy import plan as plan_mod
 from hpstudy.config import ConfigError
@@ -253,7 +254,7 @@ def test_default_config_plans():
 def test_memory_estimate_counts_dense_parameters_optimizer_slots_batch_and_data():
     cfg = copy.deepcopy(BASE)  # digits (64 inputs, 10 classes), hidden [32, 16], sgd momentum
     spec = next(iter(plan_of(cfg).experiments.values())).spec
-    need = config_mod.estimate_memory(spec)
+    need = checks.estimate_memory(spec)
     assert need["parameters"] == (64 + 1) * 32 + (32 + 1) * 16 + (16 + 1) * 10
     assert need["slots"] == 1  # SGD with momentum keeps one velocity per weight
     assert need["parts"] == {
@@ -263,13 +264,13 @@ def test_memory_estimate_counts_dense_parameters_optimizer_slots_batch_and_data(
     }
     wide = copy.deepcopy(spec)
     wide["model"]["kind"] = "wide_deep"  # the input joins the last hidden layer at the output
-    assert config_mod.estimate_memory(wide)["parameters"] == (
+    assert checks.estimate_memory(wide)["parameters"] == (
         (64 + 1) * 32 + (32 + 1) * 16 + (64 + 16 + 1) * 10
     )
     for name, slots in [("adam", 2), ("rmsprop", 1)]:
         other = copy.deepcopy(spec)
         other["optimizer"] = {"name": name, "learning_rate": 0.01}
-        assert config_mod.estimate_memory(other)["slots"] == slots
+        assert checks.estimate_memory(other)["slots"] == slots
 
 
 def test_source_features_and_rows_match_the_data(tmp_path, monkeypatch):
@@ -422,7 +423,7 @@ def test_exponent_numbers_are_read_as_yaml_1_2_reads_them(tiny_config):
 def test_the_plan_owns_the_grid_design_and_a_fused_jobs_resources(tiny_config):
     """What the rules ask the plan (common.smk only connects): a grid's factors and cells, a
     fused job's memory (one model's `mem_mb` plus each further tower's estimate) and runtime."""
-    from hpstudy.config import estimate_memory
+    from hpstudy.checks import estimate_memory
 
     cfg = copy.deepcopy(tiny_config)
     cfg["studies"]["g"] = {

@@ -106,7 +106,7 @@ class Source:
     files: tuple[RemoteFile, ...]
     n_classes: int | None
     description: str
-    # For the planner's memory estimate (config.estimate_memory), before any file is read:
+    # For the planner's memory estimate (checks.estimate_memory), before any file is read:
     features: int  # values per row once flattened: the model's input width
     rows: int  # rows in all, training and test
     # Verified raw files (file name -> path; empty when bundled) -> the dataset's arrays.

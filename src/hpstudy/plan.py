@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import TRAINING_VERSION, components, userdata, usermodel
-from . import config as checks
+from . import TRAINING_VERSION, checks, components, userdata, usermodel
+from . import config as loading
 from .datasets import FILE_SOURCE, task_of
 from .ids import canonical_json, derive_seed, parse_run, short_hash, slugify
 from .stages import GridDesign, LRRangeView, StudyInfo
@@ -855,9 +855,9 @@ def make_plan(config: dict, files: list | tuple = ()) -> Plan:
 def load_plan(files: list, config: dict | None = None) -> Plan:
     """Validate (the merged `config`, or the files) and plan. The one entry point for the Snakefile."""
     if config is None:
-        validated = checks.load(files)
+        validated = loading.load(files)
     else:
         for f in files:  # strict re-read: duplicate keys and YAML errors name the file
-            checks.read_yaml(f)
-        validated = checks.validate(config, files)
+            loading.read_yaml(f)
+        validated = loading.validate(config, files)
     return make_plan(validated, files)

@@ -499,3 +499,33 @@ def test_every_kind_of_study_describes_itself_with_exactly_the_contracts_keys(ti
     keys_fit(view, stages.LRRangeView)
     for w in plan.studies["both"].describe()["combination"]["winners"]:
         keys_fit(w, stages.Winner)
+
+
+def test_the_plan_decides_downloads_user_files_report_studies_and_the_refit(tiny_config, tmp_path):
+    """What common.smk asks the plan instead of deciding itself."""
+    cfg = copy.deepcopy(tiny_config)
+    cfg["datasets"]["m"] = {"source": "mnist"}
+    cfg["baselines"]["bm"] = dict(cfg["baselines"]["b"], dataset="m")
+    cfg["studies"]["folds"] = {"kind": "cv", "baseline": "b", "cv": 2,
+                               "factors": {"training.batch_size": [16]}}  # fmt: skip
+    cfg["studies"]["m_lr"] = {"kind": "ofat", "baseline": "bm",
+                              "factors": {"optimizer.learning_rate": [0.1, 0.2, 0.3]}}  # fmt: skip
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    plan = plan_of(cfg, files=(str(tmp_path / "c.yaml"),))
+    assert plan.downloads() == ["mnist"]  # digits ships with scikit-learn
+    assert plan.user_files() == {}
+    assert plan.report_studies("cv") == ["folds"] and plan.report_studies("combine") == []
+    assert plan.report_response_studies() == ["m_lr"]  # three values of a numeric factor
+    assert plan.report_grid_studies() == []
+    candidate = plan.studies["folds"].variants[0].experiment
+    winner = tmp_path / "winner.json"
+    winner.write_text(json.dumps({"experiment": candidate}))
+    assert plan.refit_experiment("folds", winner) == candidate
+    winner.write_text(json.dumps({"experiment": "0123456789"}))
+    with pytest.raises(ValueError, match="not a candidate of study folds any more"):
+        plan.refit_experiment("folds", winner)
+    described = plan.report_description([plan.studies[s] for s in plan.report_studies()])
+    assert set(described["experiments"]) == {
+        v.experiment for s in plan.report_studies() for v in plan.studies[s].variants
+    }
+    assert list(described["config_files"].values()) == [(tmp_path / "c.yaml").read_text()]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import statistics
-from .plan import format_value
+from .ids import format_value
 from .stages import StudyInfo
 from .tasks import EXTRA_TEST, GREATER_IS_BETTER, delta_range, metric_of
 

@@ -22,7 +22,7 @@ import statsmodels.formula.api as smf
 from statsmodels.stats.anova import anova_lm
 from statsmodels.stats.weightstats import DescrStatsW
 
-from .plan import format_value
+from .ids import format_value
 from .stages import GridDesign, StudyInfo, VariantInfo
 from .tasks import metric_of
 

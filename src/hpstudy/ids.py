@@ -13,6 +13,21 @@ from typing import Any
 HASH_LENGTH = 10
 
 
+def format_value(value: Any) -> str:
+    """A short, readable rendering of a hyperparameter value for labels and tables
+    (a grid cell's label, a varied value in a table)."""
+    if isinstance(value, list):
+        if len(value) > 6:
+            head = ", ".join(map(format_value, value[:3]))
+            return f"[{head}, … ({len(value)} items)]"
+        return "[" + ", ".join(map(format_value, value)) + "]"
+    if isinstance(value, dict):  # a whole section, e.g. a grid over `optimizer`
+        return "{" + ", ".join(f"{k}: {format_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def canonical_json(obj: Any) -> str:
     """JSON with sorted keys and no whitespace: equal specs give equal strings."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)

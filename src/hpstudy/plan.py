@@ -13,14 +13,16 @@ import copy
 import itertools
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import TRAINING_VERSION, checks, components, userdata, usermodel
 from . import config as loading
-from .datasets import FILE_SOURCE, task_of
-from .ids import canonical_json, derive_seed, parse_run, short_hash, slugify
+from .analysis import response_factors
+from .datasets import FILE_SOURCE, get_source, task_of
+from .ids import canonical_json, derive_seed, format_value, parse_run, short_hash, slugify
 from .stages import GridDesign, LRRangeView, StudyInfo
 
 # Spec fields that are floats whatever the YAML says, so `0` and `0.0` hash alike.
@@ -54,20 +56,6 @@ def set_path(spec: dict, path: str, value: Any) -> None:
     for part in parts[:-1]:
         node = node.setdefault(part, {})
     node[parts[-1]] = copy.deepcopy(value)
-
-
-def format_value(value: Any) -> str:
-    """A short, readable rendering of a hyperparameter value for labels and tables."""
-    if isinstance(value, list):
-        if len(value) > 6:
-            head = ", ".join(map(format_value, value[:3]))
-            return f"[{head}, … ({len(value)} items)]"
-        return "[" + ", ".join(map(format_value, value)) + "]"
-    if isinstance(value, dict):  # a whole section, e.g. a grid over `optimizer`
-        return "{" + ", ".join(f"{k}: {format_value(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
 
 
 def _number(value: Any) -> Any:
@@ -372,9 +360,70 @@ class Plan:
         by_name = {s.name: s.slug for s in self.studies.values()}
         return [by_name.get(name, name) for name in chosen]
 
-    def report_studies(self) -> list:
-        """Slugs of the studies with runs that the report shows (lr_range ones have their own view)."""
-        return [s for s in self._chosen_studies() if self.studies[s].kind != "lr_range"]
+    def report_studies(self, kind: str | None = None) -> list:
+        """Slugs of the studies with runs that the report shows (lr_range ones have their own
+        view), in report order; only those of `kind` when given."""
+        return [
+            s
+            for s in self._chosen_studies()
+            if self.studies[s].kind != "lr_range" and kind in (None, self.studies[s].kind)
+        ]
+
+    def report_response_studies(self) -> list:
+        """The ofat studies the report shows with a response figure: a numeric factor with three
+        or more values (`analysis.response_factors`)."""
+        return [
+            s for s in self.report_studies("ofat") if response_factors(self.studies[s].describe())
+        ]
+
+    def report_grid_studies(self) -> list:
+        """The studies the report shows that have a grid (grid studies, a cv study's grid)."""
+        return [s for s in self.report_studies() if self.grid_design(s)["factors"]]
+
+    def user_files(self) -> dict:
+        """Users' own files by the name of the canonical .npz each converts to (`file-<digest>`):
+        {name: (dataset, data spec)}."""
+        return {
+            userdata.canonical_name(data): (name, data)
+            for name, data in self.preps.values()
+            if data["source"] == FILE_SOURCE
+        }
+
+    def downloads(self) -> list:
+        """The sources of the config's datasets fetched from the network (one download rule each)."""
+        return sorted({
+            ds["source"]
+            for ds in self.config["datasets"].values()
+            if ds["source"] != FILE_SOURCE and get_source(ds["source"]).files
+        })  # fmt: skip
+
+    def refit_experiment(self, slug: str, winner: str | Path) -> str:
+        """The experiment a cv study's winner.json names (its refit trains r0 of it); ValueError
+        when that is not an experiment of this plan (a selection made with another config)."""
+        exp = json.loads(Path(winner).read_text(encoding="utf-8"))["experiment"]
+        if exp not in self.experiments:
+            raise ValueError(
+                f"{winner} names experiment {exp}, which is not a candidate of study {slug} any "
+                f"more. Expected a selection made with this config: delete {winner} and run again."
+            )
+        return exp
+
+    def report_description(self, studies: list) -> dict:
+        """The report job's params: the studies (`Study`, combinations planned), the config files
+        by relative name (a checkout moved elsewhere must not rebuild the report), the specs of
+        the experiments shown, the range tests, each grid's factors and what was not fused."""
+        used = {v.experiment for s in studies for v in s.variants}
+        return {
+            "title": self.config["title"],
+            "studies": [s.describe() for s in studies],
+            "config_files": {
+                os.path.relpath(f): Path(f).read_text(encoding="utf-8") for f in self.files
+            },
+            "experiments": {e: self.experiments[e].spec for e in sorted(used)},
+            "lr_ranges": self.lr_range_views(),
+            "grids": {s.slug: self.grid_design(s.slug)["factors"] for s in studies},
+            "not_fused": {e: why for e, why in sorted(self.not_fused().items()) if e in used},
+        }
 
     def report_lr_ranges(self) -> list:
         """Slugs of the lr_range studies that the report shows."""

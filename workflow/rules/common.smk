@@ -16,9 +16,8 @@ os.environ.update(
 from snakemake.resources import Resources
 
 from hpstudy import catalog
-from hpstudy.analysis import response_factors
 from hpstudy.config import ConfigError
-from hpstudy.datasets import FILE_SOURCE, raw_paths
+from hpstudy.datasets import raw_paths
 from hpstudy.ids import canonical_json, fused_label, fused_rule_name
 from hpstudy.plan import load_plan, lr_range_of, trained_with
 from hpstudy.userdata import canonical_name
@@ -93,11 +92,7 @@ def get_source_npz(wildcards):
 
 
 # Users' own files, by the name of the canonical .npz each converts to: the dataset, its spec.
-USER_FILES = {
-    canonical_name(_data): (_name, _data)
-    for _name, _data in PLAN.preps.values()
-    if _data["source"] == FILE_SOURCE
-}
+USER_FILES = PLAN.user_files()
 
 
 def get_user_files(wildcards):
@@ -123,13 +118,7 @@ def get_raw_files(wildcards):
 
 
 # Sources of the config's datasets that are fetched from the network (one download rule each).
-DOWNLOADS = sorted(
-    {
-        ds["source"]
-        for ds in PLAN.config["datasets"].values()
-        if ds["source"] != FILE_SOURCE and raw_files(ds["source"])
-    }
-)
+DOWNLOADS = PLAN.downloads()
 # Where the download jobs fetch from (see data.smk for why this is not a param).
 if PLAN.config["data_mirror"]:
     os.environ.update(HPSTUDY_DATA_MIRROR=PLAN.config["data_mirror"])
@@ -231,8 +220,10 @@ def get_combination(wildcards):
 
 
 def get_report_combinations(wildcards):
-    slugs = [s for s in PLAN.report_studies() if PLAN.studies[s].kind == "combine"]
-    return [checkpoints.select_combination.get(study=s).output[0] for s in slugs]
+    return [
+        checkpoints.select_combination.get(study=s).output[0]
+        for s in PLAN.report_studies("combine")
+    ]
 
 
 def get_combined_summaries(wildcards):
@@ -274,26 +265,7 @@ def get_catalog_json(wildcards):
 
 def get_report_json(wildcards):
     studies = [combine_study(slug) for slug in PLAN.report_studies()]
-    used = {v.experiment for s in studies for v in s.variants}
-    return canonical_json(
-        {
-            "title": PLAN.config["title"],
-            "studies": [s.describe() for s in studies],
-            # Relative names: a checkout moved elsewhere must not rebuild the report.
-            "config_files": {
-                os.path.relpath(f): Path(f).read_text(encoding="utf-8")
-                for f in PLAN.files
-            },
-            "experiments": {e: PLAN.experiments[e].spec for e in sorted(used)},
-            "lr_ranges": PLAN.lr_range_views(),
-            # The factors of each study's grid, for its grid view.
-            "grids": {s.slug: PLAN.grid_design(s.slug)["factors"] for s in studies},
-            # Experiments whose repeats could not be stacked in one job, and why (the plan's).
-            "not_fused": {
-                e: why for e, why in sorted(PLAN.not_fused().items()) if e in used
-            },
-        }
-    )
+    return canonical_json(PLAN.report_description(studies))
 
 
 # Cross-validation (cv studies) and learning-rate range tests (lr_range studies) ------------
@@ -324,13 +296,7 @@ def get_cv_refit(wildcards):
     if PLAN.studies[wildcards.study].kind != "cv":
         return []
     winner = checkpoints.select_cv.get(study=wildcards.study).output.winner
-    exp = json.loads(Path(winner).read_text(encoding="utf-8"))["experiment"]
-    if exp not in PLAN.experiments:
-        raise ValueError(
-            f"{winner} names experiment {exp}, which is not a candidate of study "
-            f"{wildcards.study} any more. Expected a selection made with this config: "
-            f"delete {winner} and run again."
-        )
+    exp = PLAN.refit_experiment(wildcards.study, winner)
     return [f"results/runs/{exp}/r0/{name}" for name in ("metrics.json", "history.csv")]
 
 
@@ -340,8 +306,7 @@ def get_study_lr_range(wildcards):
 
 
 def report_cv_inputs():
-    slugs = [s for s in PLAN.report_studies() if PLAN.studies[s].kind == "cv"]
-    return [f"results/studies/{slug}/cv_ranking.csv" for slug in slugs]
+    return [f"results/studies/{s}/cv_ranking.csv" for s in PLAN.report_studies("cv")]
 
 
 def report_lr_range_inputs(name):
@@ -364,18 +329,9 @@ def get_cv_ranking(wildcards):
 
 
 def report_response_inputs():
-    """The response figure of each study the report shows that has a numeric factor with three
-    or more values (analysis.response_factors), in report order."""
-    slugs = [
-        s
-        for s in PLAN.report_studies()
-        if PLAN.studies[s].kind == "ofat"
-        and response_factors(PLAN.studies[s].describe())
-    ]
-    return [f"results/studies/{slug}/response.{FIG}" for slug in slugs]
+    return [f"results/studies/{s}/response.{FIG}" for s in PLAN.report_response_studies()]
 
 
 def report_grid_inputs(name):
     """`name` of each study the report shows that has a grid, in report order."""
-    slugs = [s for s in PLAN.report_studies() if PLAN.grid_design(s)["factors"]]
-    return [f"results/studies/{slug}/{name}" for slug in slugs]
+    return [f"results/studies/{s}/{name}" for s in PLAN.report_grid_studies()]

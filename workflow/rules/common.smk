@@ -329,7 +329,9 @@ def get_cv_ranking(wildcards):
 
 
 def report_response_inputs():
-    return [f"results/studies/{s}/response.{FIG}" for s in PLAN.report_response_studies()]
+    return [
+        f"results/studies/{s}/response.{FIG}" for s in PLAN.report_response_studies()
+    ]
 
 
 def report_grid_inputs(name):

@@ -30,6 +30,7 @@ BENCHMARKS = {
         "bench_fused.py",
         ["--towers", "--default", "--rounds", "1", "--backends", "tensorflow,jax"],
     ),
+    "fused_drift": ("fused_drift.py", ["--epochs", "200", "--repeats", "10"]),
 }
 # (a, b, f), fused repeats, (c), (d), (e), levers
 ORDER = [
@@ -37,6 +38,7 @@ ORDER = [
     "fused_default",
     "fused_default_loop",
     "fused_towers",
+    "fused_drift",
     "fit",
     "plan",
     "report",

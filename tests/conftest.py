@@ -9,7 +9,8 @@ import helpers
 import pytest
 
 # The modules that take longest start first, so that with `-n 2` (pytest-xdist, `make test`) the
-# other worker runs the rest meanwhile: the SLURM tests mostly wait on the cluster.
+# other worker works through the rest meanwhile and neither is left with a long module at the end
+# (the SLURM tests and the seeds' five workflows take about 8 minutes each under that load).
 LONGEST_FIRST = ("test_slurm.py", "test_seeds.py", "test_combine.py", "test_add_repeats.py")
 
 

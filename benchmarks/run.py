@@ -43,6 +43,7 @@ ORDER = [
     "plan",
     "report",
     "levers",
+    "slurm",
 ]
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 

@@ -422,7 +422,7 @@ def test_an_observation_about_a_shared_baseline_is_stated_once():
 
 
 def test_response_factors_and_their_points():
-    from hpstudy import analysis
+    from hpstudy import analysis, plan
 
     def variant(label, lr, bs, ref=False):
         values = {"optimizer.learning_rate": lr, "training.batch_size": bs}
@@ -432,8 +432,8 @@ def test_response_factors_and_their_points():
              "varied": ["optimizer.learning_rate", "training.batch_size"],
              "variants": [variant("baseline", 0.01, 32, True), variant("lr=0.1", 0.1, 32),
                           variant("lr=0.001", 0.001, 32), variant("bs=64", 0.01, 64)]}  # fmt: skip
-    assert analysis.response_factors(study) == ["optimizer.learning_rate"]  # batch size: 2 values
-    points = analysis.response_points(study, "optimizer.learning_rate")
+    assert plan.response_factors(study) == ["optimizer.learning_rate"]  # batch size: 2 values
+    points = plan.response_points(study, "optimizer.learning_rate")
     assert points == [(0.001, "lr=0.001"), (0.01, "baseline"), (0.1, "lr=0.1")]
     summary = pd.DataFrame({"variant": ["baseline", "lr=0.1", "lr=0.001", "bs=64"],
                             "is_reference": [True, False, False, False],
@@ -447,5 +447,5 @@ def test_response_factors_and_their_points():
     half = stats.t.ppf(0.975, 2) * 0.01 / np.sqrt(3)
     assert (base["low"], base["high"]) == pytest.approx((0.9 - half, 0.9 + half))
     study["variants"][2]["values"]["optimizer.learning_rate"] = "from the range test"
-    assert analysis.response_factors(study) == []  # a value that is not a number
-    assert analysis.response_factors({**study, "kind": "grid"}) == []
+    assert plan.response_factors(study) == []  # a value that is not a number
+    assert plan.response_factors({**study, "kind": "grid"}) == []

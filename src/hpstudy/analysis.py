@@ -14,6 +14,7 @@ import pandas as pd
 
 from . import statistics
 from .ids import format_value
+from .plan import response_points
 from .stages import StudyInfo
 from .tasks import EXTRA_TEST, GREATER_IS_BETTER, delta_range, metric_of
 
@@ -277,44 +278,6 @@ def lr_range_table(study: StudyInfo, suggestion_path: str | Path, out_dir: str |
         "suggestion": os.path.relpath(suggestion_path, out_dir),
     }
     return pd.DataFrame([row])
-
-
-#: A numeric factor with at least this many values (the reference's included) gets a response plot.
-RESPONSE_MIN_VALUES = 3
-
-
-def _number(value) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def response_factors(study: StudyInfo) -> list[str]:
-    """The varied paths of a one-factor-at-a-time study whose values are numbers, with at least
-    RESPONSE_MIN_VALUES of them among the reference and the variants that vary that path alone."""
-    if study["kind"] != "ofat":
-        return []
-    return [
-        path for path in study["varied"] if len(response_points(study, path)) >= RESPONSE_MIN_VALUES
-    ]
-
-
-def response_points(study: StudyInfo, path: str) -> list[tuple[float, str]]:
-    """(value of `path`, variant label) of the reference and of each variant that differs from
-    it in `path` only, sorted by value; none when a value is not a number."""
-    ref = next((v for v in study["variants"] if v["is_reference"]), None)
-    if ref is None:
-        return []
-    points = []
-    for v in study["variants"]:
-        others = {p: x for p, x in v["values"].items() if p != path}
-        if others != {p: x for p, x in ref["values"].items() if p != path}:
-            continue
-        value = _number(v["values"].get(path))
-        if value is None:
-            return []
-        points.append((value, v["label"]))
-    return sorted(points)
 
 
 def response_table(study: StudyInfo, summary: pd.DataFrame, path: str) -> pd.DataFrame:

@@ -55,7 +55,7 @@ def additivity(runs: pd.DataFrame, study: StudyInfo) -> dict | None:
     if groups is None:
         return None
     values, reference, winners, higher, metric = groups
-    test, verdict = gains_contrast(runs, study)
+    test, verdict = _contrast(groups)
     mean = {label: float(values[label].mean()) for label in values}
     gains = [mean[w] - mean[reference] for w in winners]
     against = statistics.adjust(
@@ -76,8 +76,11 @@ def gains_contrast(runs: pd.DataFrame, study: StudyInfo) -> tuple[dict | None, s
     """`additivity`'s contrast combined - reference - sum(winner - reference) and its verdict
     alone (None without a combined experiment)."""
     groups = _groups(runs, study)
-    if groups is None:
-        return None
+    return None if groups is None else _contrast(groups)
+
+
+def _contrast(groups: tuple) -> tuple[dict | None, str]:
+    """The contrast and its verdict from `_groups`' scores."""
     values, reference, winners, higher, _ = groups
     samples = [values["combined"], *(values[w] for w in winners), values[reference]]
     coefficients = [1.0, *([-1.0] * len(winners)), len(winners) - 1.0]

@@ -611,10 +611,11 @@ def _level_gap(places: dict) -> float:
 def plot_response(
     study: StudyInfo, summary: pd.DataFrame, path: str | Path, dpi: int = 110
 ) -> None:
-    """The best validation metric against each numeric factor's value (analysis.response_factors),
+    """The best validation metric against each numeric factor's value (plan.response_factors),
     one panel per factor: the mean over repeats with its 95% interval, coloured by the verdict
     against the reference (black), on a log axis when the values span a decade or more."""
-    from .analysis import response_factors, response_table
+    from .analysis import response_table
+    from .plan import response_factors
 
     factors = response_factors(study)
     metric = metric_of(study["task"])

@@ -20,7 +20,6 @@ from typing import Any
 
 from . import TRAINING_VERSION, checks, components, userdata, usermodel
 from . import config as loading
-from .analysis import response_factors
 from .datasets import FILE_SOURCE, get_source, task_of
 from .ids import canonical_json, derive_seed, format_value, parse_run, short_hash, slugify
 from .stages import GridDesign, LRRangeView, StudyInfo
@@ -61,6 +60,45 @@ def set_path(spec: dict, path: str, value: Any) -> None:
 def _number(value: Any) -> Any:
     """An int as a float (so `0` and `0.0` hash alike); bools, strings and None as they are."""
     return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+#: A numeric factor with at least this many values (the reference's included) gets a response plot.
+RESPONSE_MIN_VALUES = 3
+
+
+def _finite_number(value) -> float | None:
+    """`value` as a float when it is a finite int or float (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def response_factors(study: StudyInfo) -> list[str]:
+    """The varied paths of a one-factor-at-a-time study whose values are numbers, with at least
+    RESPONSE_MIN_VALUES of them among the reference and the variants that vary that path alone."""
+    if study["kind"] != "ofat":
+        return []
+    return [
+        path for path in study["varied"] if len(response_points(study, path)) >= RESPONSE_MIN_VALUES
+    ]
+
+
+def response_points(study: StudyInfo, path: str) -> list[tuple[float, str]]:
+    """(value of `path`, variant label) of the reference and of each variant that differs from
+    it in `path` only, sorted by value; none when a value is not a number."""
+    ref = next((v for v in study["variants"] if v["is_reference"]), None)
+    if ref is None:
+        return []
+    points = []
+    for v in study["variants"]:
+        others = {p: x for p, x in v["values"].items() if p != path}
+        if others != {p: x for p, x in ref["values"].items() if p != path}:
+            continue
+        value = _finite_number(v["values"].get(path))
+        if value is None:
+            return []
+        points.append((value, v["label"]))
+    return sorted(points)
 
 
 def normalise_optimizer(opt: dict) -> dict:
@@ -371,7 +409,7 @@ class Plan:
 
     def report_response_studies(self) -> list:
         """The ofat studies the report shows with a response figure: a numeric factor with three
-        or more values (`analysis.response_factors`)."""
+        or more values (`response_factors`)."""
         return [
             s for s in self.report_studies("ofat") if response_factors(self.studies[s].describe())
         ]

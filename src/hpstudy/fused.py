@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -43,7 +45,7 @@ from .devices import host_facts
 from .history import first_non_finite
 from .ids import fused_label
 from .io import finish_first
-from .stacked import StackedModel, Unstackable
+from .stacked import StackedModel, TowerScalars, Unstackable, with_tower_scalars
 from .training import (
     Checkpoint,
     EpochClock,
@@ -157,11 +159,14 @@ class FusedRecorder(EpochClock):
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
         self.lap()
-        lr = learning_rate(self.model)
+        optimizer = self.model.optimizer
+        per_tower = isinstance(optimizer, TowerScalars) and optimizer.tower_learning_rates
+        lr = None if per_tower else learning_rate(self.model)
         shown = []
         for k in self.alive():
             tower = self.towers[k]
-            row = history_row(logs, self.task, epoch, lr, prefix=f"t{k}_")
+            tower_lr = optimizer.tower_learning_rate(k) if per_tower else lr
+            row = history_row(logs, self.task, epoch, tower_lr, prefix=f"t{k}_")
             tower.rows.append(row)
             shown.append(f"{self.runs[k]}: {row['loss']:.4g}/{row['val_loss']:.4g}")
             if not (math.isfinite(row["loss"]) and math.isfinite(row["val_loss"])):
@@ -272,6 +277,22 @@ def _numpy_batches(sources, training, seeds, initial_epoch):
             yield x, np.stack([a["y_train"][i] for a, i in columns], axis=1)
 
 
+@dataclass
+class Towers:
+    """What a fused job trains: tower k is run `runs[k]` of experiment `experiments[k]`, with
+    its resolved spec `specs[k]` (one spec for an experiment's repeats; a group's differ in
+    the values a tower holds on its own, `components.fuse_key`). `fused(k)` is tower k's
+    `fused` entry in its metrics.json; `learning_rates[k]` where its rate came from."""
+
+    specs: list
+    experiments: list
+    runs: list
+    labels: list  # how the log names each tower: r0, or <experiment>/r0 in a group
+    backup: Path
+    fused: Callable[[int], dict]
+    learning_rates: list
+
+
 def train_repeats(
     spec: dict,
     data_paths: list,
@@ -291,26 +312,94 @@ def train_repeats(
     """
     started = time.time()
     resolved, lr_source = lr_range.resolve_learning_rate(spec, lr_suggestion)
-    # Towers of one prepared file share one copy of it (and one gather per batch).
-    loaded = {
-        str(p): load_inputs(resolved["data"], p, None) for p in dict.fromkeys(map(str, data_paths))
-    }
-    inputs = [loaded[str(path)] for path in data_paths]
+    towers = Towers(
+        specs=[resolved] * len(runs),
+        experiments=[experiment] * len(runs),
+        runs=list(runs),
+        labels=list(runs),
+        backup=Path(outs[0]["history"]).parents[1] / f"backup-{fused_label(runs)}",
+        fused=lambda k: {"stacked": True, "runs": list(runs)},
+        learning_rates=[lr_source] * len(runs),
+    )
     try:
-        towers, model = build_stacked(resolved, inputs, seeds)
+        return train_towers(towers, data_paths, outs, seeds, device, started)
     except Unstackable as exc:
         # The plan stacks what it can tell from the config and the model file's source; a
         # model that turns out otherwise trains its repeats one after another, as R jobs would.
         return train_one_by_one(spec, data_paths, outs, seeds, runs, experiment, device,
                                 lr_suggestion, f"it has {exc}")  # fmt: skip
-    spec = resolved
-    model.compile(optimizer=models.build_optimizer(spec["optimizer"]))
-    recorder = FusedRecorder(spec["data"]["task"], runs, spec["training"].get("early_stopping"))
-    backup = Path(outs[0]["history"]).parents[1] / f"backup-{fused_label(runs)}"
-    checkpoint = Checkpoint(backup, recorder, [recorder] if recorder.rules else [])
+
+
+def train_group(
+    specs: list[dict],
+    data_paths: list,
+    outs: list[dict],
+    seeds: list[int],
+    members: list[str],
+    group: str,
+    backup: str | Path,
+    device: str = "CPU",
+) -> list[dict]:
+    """Train the runs of several experiments together (`members[k]` = "<experiment>/<run>",
+    with spec `specs[k]`): experiments that differ only in values each tower holds on its own
+    (`components.fuse_key`: learning rate, momentum, penalties, Dropout rates, seeds).
+
+    Tower k equals its run trained alone, as a fused experiment's repeats do: its own spec
+    builds its single model (weights from its own seed, its own penalties and Dropout
+    layers), and the optimizer updates its slice with its own learning rate and momentum
+    (`stacked.TowerScalars`). Each run's metrics.json records the group (`fused.group`,
+    `fused.members`). Returns each run's metrics dict.
+    """
+    started = time.time()
+    experiments = [m.split("/")[0] for m in members]
+    runs = [m.split("/")[1] for m in members]
+    own = {exp: [r for e, r in zip(experiments, runs) if e == exp] for exp in experiments}
+    towers = Towers(
+        specs=list(specs),
+        experiments=experiments,
+        runs=runs,
+        labels=list(members),
+        backup=Path(backup),
+        fused=lambda k: {
+            "stacked": True,
+            "runs": own[experiments[k]],
+            "group": group,
+            "members": list(members),
+        },  # fmt: skip
+        learning_rates=[lr_range.resolve_learning_rate(s, None)[1] for s in specs],
+    )
+    try:
+        return train_towers(towers, data_paths, outs, seeds, device, started)
+    except Unstackable as exc:
+        print(f"Cannot stack the runs of group {group}: it has {exc}. Training them one after "
+              "another.", flush=True)  # fmt: skip
+        why = f"it has {exc}"
+        return [
+            train_run(specs[k], data_paths[k], outs[k], seeds[k], runs[k], experiments[k],
+                      device, extra={"fused": {**towers.fused(k), "stacked": False, "why": why}})
+            for k in range(len(members))
+        ]  # fmt: skip
+
+
+def train_towers(towers: Towers, data_paths, outs, seeds, device, started) -> list[dict]:
+    """Train `towers` as one stacked model and write each tower's run outputs; their metrics.
+
+    Unstackable (before any training) if the fused engine cannot stack them."""
+    # Towers of one prepared file share one copy of it (and one gather per batch).
+    loaded: dict = {}
+    for spec, path in zip(towers.specs, data_paths):
+        if str(path) not in loaded:
+            loaded[str(path)] = load_inputs(spec["data"], path, None)
+    inputs = [loaded[str(path)] for path in data_paths]
+    singles, model = build_stacked(towers.specs, inputs, seeds)
+    first = towers.specs[0]
+    model.compile(optimizer=build_tower_optimizer([s["optimizer"] for s in towers.specs]))
+    recorder = FusedRecorder(first["data"]["task"], towers.labels,
+                             first["training"].get("early_stopping"))  # fmt: skip
+    checkpoint = Checkpoint(towers.backup, recorder, [recorder] if recorder.rules else [])
     checkpoint.set_model(model)
     initial_epoch = checkpoint.restore()
-    training = spec["training"]
+    training = first["training"]
     if initial_epoch < training["epochs"] and recorder.alive():
         arrays = [a for a, _ in inputs]
         with checkpoint.on_termination(training["epochs"]):
@@ -323,41 +412,66 @@ def train_repeats(
             )
     # A SIGTERM from here on waits for the outputs: the training is done.
     with finish_first():
-        timing = fused_timing(recorder, started, initial_epoch, len(runs))
-        context = {"experiment": experiment, "fold": None, "learning_rate": lr_source,
-                   "fused": {"stacked": True, "runs": list(runs)},
-                   "class_names": inputs[0][1].get("class_names"),
+        timing = fused_timing(recorder, started, initial_epoch, len(singles))
+        context = {"fold": None, "class_names": inputs[0][1].get("class_names"),
                    "host": host_facts(device), "timing": timing}  # fmt: skip
-        results = write_towers(spec, model, towers, recorder, inputs, outs, seeds, context)
+        results = write_towers(towers, model, singles, recorder, inputs, outs, seeds, context)
         checkpoint.remove()
     return results
 
 
-def write_towers(spec, model, towers, recorder, inputs, outs, seeds, context) -> list[dict]:
+def build_tower_optimizer(optimizers: list[dict]):
+    """The optimizer of a fused job from its towers' `optimizer` sections: Keras' own when
+    they are one, else one whose towers each keep their learning rate and momentum (the only
+    values `components.fuse_key` lets them differ in)."""
+    first = optimizers[0]
+    if all(o == first for o in optimizers):
+        return models.build_optimizer(first)
+    rates = [o["learning_rate"] for o in optimizers]
+    momenta = [o.get("momentum", 0.0) for o in optimizers]
+    shared = dict(first)
+    if len(set(momenta)) > 1:
+        shared["momentum"] = max(momenta, key=abs)  # nonzero: SGD keeps its momentum slots
+    left = [{k: v for k, v in o.items() if k not in ("learning_rate", "momentum")}
+            for o in optimizers]  # fmt: skip
+    if any(o != left[0] for o in left) or (len(set(rates)) > 1 and first.get("schedule")):
+        raise Unstackable("towers whose optimizers differ in more than their learning rate and "
+                          "momentum")  # fmt: skip
+    return with_tower_scalars(
+        models.build_optimizer(shared),
+        rates if len(set(rates)) > 1 else None,
+        momenta if len(set(momenta)) > 1 else None,
+    )
+
+
+def write_towers(towers: Towers, model, singles, recorder, inputs, outs, seeds, context):
     """Evaluate every tower on its test split and write each run's outputs; their metrics."""
-    for k in range(len(towers)):  # a stopped tower ends as it stopped, or at its best
+    for k in range(len(singles)):  # a stopped tower ends as it stopped, or at its best
         if recorder.final_weights(k) is not None:
             model.set_tower(k, recorder.final_weights(k))
-    tests = evaluate_towers(model, [a for a, _ in inputs], spec["training"])
-    model.unstack(towers)
+    tests = evaluate_towers(model, [a for a, _ in inputs], towers.specs[0]["training"])
+    model.unstack(singles)
     return [
-        write_tower(spec, towers[k], recorder.towers[k], tests[k], outs[k],
-                    {**context, "run": run, "seed": seeds[k]}, recorder.summaries(k))
-        for k, run in enumerate(recorder.runs)
+        write_tower(towers.specs[k], singles[k], recorder.towers[k], tests[k], outs[k],
+                    {**context, "experiment": towers.experiments[k], "run": towers.runs[k],
+                     "seed": seeds[k], "learning_rate": towers.learning_rates[k],
+                     "fused": towers.fused(k)},
+                    recorder.summaries(k))
+        for k in range(len(singles))
     ]  # fmt: skip
 
 
-def build_stacked(spec: dict, inputs: list, seeds: list) -> tuple[list, StackedModel]:
-    """The R single models (tower k built from seed k) and their stacked model, uncompiled;
-    Unstackable if the fused engine cannot stack them."""
+def build_stacked(specs: list[dict], inputs: list, seeds: list) -> tuple[list, StackedModel]:
+    """The R single models (tower k built from its spec and seed) and their stacked model,
+    uncompiled; Unstackable if the fused engine cannot stack them."""
     towers = [
         build_compiled(spec, info, seed, sample=arrays["x_train"][:8] if k == 0 else None)
-        for k, ((arrays, info), seed) in enumerate(zip(inputs, seeds))
+        for k, (spec, (arrays, info), seed) in enumerate(zip(specs, inputs, seeds))
     ]
-    if spec["optimizer"]["name"] == components.COMPILED:
+    if specs[0]["optimizer"]["name"] == components.COMPILED:
         raise Unstackable("a model compiled by its own file")
     from_logits = bool(getattr(towers[0].loss, "from_logits", False))
-    return towers, StackedModel(towers, spec["data"]["task"], from_logits)
+    return towers, StackedModel(towers, specs[0]["data"]["task"], from_logits)
 
 
 def train_one_by_one(spec, data_paths, outs, seeds, runs, experiment, device, lr, why) -> list:

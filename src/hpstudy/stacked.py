@@ -48,13 +48,13 @@ class StackedDense(keras.layers.Layer):
             self.bias = self.add_weight(
                 shape=tuple(bias.shape), initializer=_constant(bias), name="bias"
             )
-        # Penalties as Keras sums them for a single layer: the kernel's, then the bias's.
-        self.penalised = [
-            (weight, penalty)
-            for weight, penalty in ((self.kernel, first.kernel_regularizer),
-                                    (self.bias, first.bias_regularizer))
-            if weight is not None and penalty is not None
-        ]  # fmt: skip
+        # Penalties as Keras sums them for a single layer: the kernel's, then the bias's; each
+        # tower with its own strengths (0 for a tower whose layer has none: it adds exactly 0).
+        self.penalised = []
+        for weight, attr in ((self.kernel, "kernel_regularizer"), (self.bias, "bias_regularizer")):
+            factors = [_factors(getattr(d, attr)) for d in denses]
+            if weight is not None and any(l1 or l2 for l1, l2 in factors):
+                self.penalised.append((weight, [f[0] for f in factors], [f[1] for f in factors]))
 
     def call(self, x):
         """`x` is `(R, batch, in)`; returns `(R, batch, out)`, as each tower's Dense would."""
@@ -65,7 +65,7 @@ class StackedDense(keras.layers.Layer):
 
     def penalties(self) -> list:
         """Each penalty of this layer, one value per tower: `(R,)`."""
-        return [_penalty(penalty, weight) for weight, penalty in self.penalised]
+        return [_penalty(weight, l1, l2) for weight, l1, l2 in self.penalised]
 
     def unstack_into(self, denses: list) -> None:
         """Write tower k's slice of the weights into `denses[k]` (the single model's layer)."""
@@ -86,18 +86,31 @@ def _constant(value):
     return initializer
 
 
-def _penalty(penalty, weight):
-    """Keras' L1, L2 and L1L2 penalties of each tower's slice of `weight` (not of all towers)."""
+def _factors(penalty) -> tuple[float, float]:
+    """(l1, l2) of one tower's Keras L1, L2 or L1L2 penalty; (0, 0) for none."""
+    if penalty is None:
+        return 0.0, 0.0
     if not isinstance(penalty, _PENALTIES):
         raise Unstackable(f"the penalty {penalty!r}")
-    axes = tuple(range(1, len(weight.shape)))
     config = penalty.get_config()
-    l1, l2 = config.get("l1", 0.0), config.get("l2", 0.0)
+    return float(config.get("l1", 0.0)), float(config.get("l2", 0.0))
+
+
+def _dtype(weight) -> str:
+    return keras.backend.standardize_dtype(weight.dtype)
+
+
+def _penalty(weight, l1: list, l2: list):
+    """Each tower's L1/L2 penalty of its own slice of `weight`, with its own strengths: `(R,)`,
+    as Keras' L1, L2 and L1L2 compute it for the tower's single layer."""
+    axes = tuple(range(1, len(weight.shape)))
     total = None
-    if l1:
-        total = ops.multiply(l1, ops.sum(ops.absolute(weight), axis=axes))
-    if l2:
-        term = ops.multiply(l2, ops.sum(ops.square(weight), axis=axes))
+    if any(l1):
+        total = ops.multiply(
+            np.asarray(l1, _dtype(weight)), ops.sum(ops.absolute(weight), axis=axes)
+        )
+    if any(l2):
+        term = ops.multiply(np.asarray(l2, _dtype(weight)), ops.sum(ops.square(weight), axis=axes))
         total = term if total is None else ops.add(total, term)
     return total
 
@@ -191,6 +204,78 @@ def check_stackable(model: keras.Model) -> None:
             raise Unstackable(f"a Dropout with a noise_shape ({layer.name!r})")
 
 
+def check_alike(towers: list) -> None:
+    """Refuse (Unstackable) towers that are not one architecture: the same layers, weight
+    shapes and activations. Their values may differ: weights, penalties, Dropout rates."""
+    first = towers[0]
+    for k, tower in enumerate(towers[1:], start=1):
+        if len(tower.layers) != len(first.layers):
+            raise Unstackable(f"towers of different depths ({len(first.layers)} and "
+                              f"{len(tower.layers)} layers, towers 0 and {k})")  # fmt: skip
+        for a, b in zip(first.layers, tower.layers):
+            if (
+                type(a) is not type(b)
+                or [tuple(w.shape) for w in a.weights] != [tuple(w.shape) for w in b.weights]
+                or getattr(a, "activation", None) is not getattr(b, "activation", None)
+            ):
+                raise Unstackable(f"towers of different architectures ({a.name!r} of tower 0 "
+                                  f"and {b.name!r} of tower {k})")  # fmt: skip
+
+
+class TowerScalars:
+    """Mixed into a Keras optimizer: tower k's slice of every stacked weight is updated with
+    tower k's learning rate (and, for SGD, its momentum), as its run alone would be.
+
+    Keras passes one learning rate to `update_step`; this passes instead the towers' rates as
+    a `(R, 1, ...)` tensor, which broadcasts over each weight's tower axis, so every element
+    sees its own tower's scalar in the optimizer's own arithmetic (SGD, RMSprop, Adam, ...).
+    SGD's momentum is applied by SGD's own formula with the towers' momenta; a tower with
+    momentum 0 then gets `w + (0 * m - lr * g)`, which is exactly its plain `w - lr * g`.
+    """
+
+    tower_learning_rates: list | None = None
+    tower_momentums: list | None = None
+
+    def tower_scalar(self, values: list, variable):
+        """`values` (one per tower) as a tensor that broadcasts over `variable`'s tower axis."""
+        shape = (len(values),) + (1,) * (len(variable.shape) - 1)
+        return ops.reshape(ops.convert_to_tensor(np.asarray(values, _dtype(variable))), shape)
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.tower_learning_rates is not None:
+            learning_rate = self.tower_scalar(self.tower_learning_rates, variable)
+        if self.tower_momentums is None:
+            return super().update_step(gradient, variable, learning_rate)
+        # keras.optimizers.SGD.update_step, with each tower's momentum
+        learning_rate = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        m = self.momentums[self._get_variable_index(variable)]
+        momentum = self.tower_scalar(self.tower_momentums, variable)
+        step = ops.subtract(ops.multiply(m, momentum), ops.multiply(gradient, learning_rate))
+        self.assign(m, step)
+        if self.nesterov:
+            step = ops.subtract(ops.multiply(m, momentum), ops.multiply(gradient, learning_rate))
+            self.assign_add(variable, step)
+        else:
+            self.assign_add(variable, m)
+
+    def tower_learning_rate(self, k: int) -> float:
+        """Tower k's learning rate, as its run alone logs it (the float32 the optimizer holds)."""
+        return float(np.float32(self.tower_learning_rates[k]))
+
+
+def with_tower_scalars(optimizer, learning_rates: list | None, momentums: list | None):
+    """A copy of the Keras `optimizer` whose towers each have their own learning rate
+    (`learning_rates`, one per tower) and SGD momentum (`momentums`); either may be None
+    (all towers share the optimizer's own). With momenta, `optimizer` must have a nonzero
+    momentum, so that SGD keeps its momentum slots."""
+    cls = type(f"Towers{type(optimizer).__name__}", (TowerScalars, type(optimizer)), {})
+    fused = cls.from_config(optimizer.get_config())
+    fused.tower_learning_rates = learning_rates
+    fused.tower_momentums = momentums
+    return fused
+
+
 class StackedModel(keras.Model):
     """R towers as one model: input `(batch, R, ...)`, output `(R, batch, outputs)`.
 
@@ -207,6 +292,7 @@ class StackedModel(keras.Model):
         self.repeats, self.task = len(towers), task
         for tower in towers:
             check_stackable(tower)
+        check_alike(towers)
         self.input_size = math.prod(towers[0].input_shape[1:])
         self.steps = [self._stack(i, [t.layers[i] for t in towers])
                       for i in range(len(towers[0].layers))]  # fmt: skip

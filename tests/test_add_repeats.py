@@ -135,7 +135,8 @@ def set_repeats(root, cfg: dict, repeats: int) -> dict:
 def test_e2e_raising_repeats_trains_only_the_new_ones_and_lowering_nothing(
     tmp_path, tiny_config, fuse
 ):
-    cfg = dict(tiny_config, execution={"fuse_repeats": fuse})
+    # Each experiment's own repeats (fused experiments: tests/test_groups.py does the same).
+    cfg = dict(tiny_config, execution={"fuse_repeats": fuse, "fuse_experiments": False})
     n = len(plan_of(cfg).experiments)
     assert set_repeats(tmp_path, cfg, 2) == ({"train_2_repeats": n} if fuse else {"train": 2 * n})
     run_snakemake(tmp_path, "--cores", "2")

@@ -62,13 +62,13 @@ def same_results(a, b) -> bool:
     }
 
 
-def close_results(a, b, rtol=1e-5) -> bool:
+def close_results(a, b, rtol=1e-5, atol=1e-8) -> bool:
     """history.csv and metrics.json (apart from timing, host and how it was trained, `fused`)
-    equal to within `rtol`."""
+    equal to within `rtol` (or `atol`, for values near 0)."""
     ha, hb = (pd.read_csv(d / "history.csv") for d in (a, b))
     if list(ha.columns) != list(hb.columns) or len(ha) != len(hb):
         return False
-    if not np.allclose(ha.to_numpy(), hb.to_numpy(), rtol=rtol, atol=1e-8, equal_nan=True):
+    if not np.allclose(ha.to_numpy(), hb.to_numpy(), rtol=rtol, atol=atol, equal_nan=True):
         return False
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
     job = {"timing", "host", "fused"}
@@ -78,7 +78,7 @@ def close_results(a, b, rtol=1e-5) -> bool:
     for key in keys:
         x, y = ma[key], mb[key]
         numbers = isinstance(x, float) and isinstance(y, float)
-        if not (math.isclose(x, y, rel_tol=rtol, abs_tol=1e-8) if numbers else x == y):
+        if not (math.isclose(x, y, rel_tol=rtol, abs_tol=atol) if numbers else x == y):
             return False
     return True
 

@@ -41,6 +41,9 @@ class Optimizer:
     filled: tuple = ()
     # Why the fused engine cannot stack it (it does not update each weight on its own), or None.
     unstackable: str | None = None
+    # The values each tower of a fused job may hold on its own (`stacked.TowerScalars`): the
+    # learning rate for an optimizer whose update uses it element by element, SGD's momentum.
+    tower_args: tuple = ()
 
 
 #: Arguments every Keras optimizer takes (keras.optimizers.Optimizer), with their defaults.
@@ -68,6 +71,7 @@ COUPLING_ARGS = {
 
 _ELEMENTWISE = None  # each weight updated on its own: towers stay independent
 _ADAM_ARGS = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-07}
+_OWN_RATE = ("learning_rate",)  # tests/test_groups.py trains each such optimizer's towers
 
 
 def _extra(opt: dict) -> int:
@@ -81,30 +85,34 @@ OPTIMIZERS = {
         {"momentum": 0.0, "nesterov": False},
         lambda o: int(bool(o.get("momentum"))) + _extra(o),
         filled=("momentum", "nesterov"),
+        tower_args=("learning_rate", "momentum"),
     ),
     "rmsprop": Optimizer(
         "RMSprop",
         {"rho": 0.9, "momentum": 0.0, "epsilon": 1e-07, "centered": False},
         lambda o: 1 + int(bool(o.get("momentum"))) + int(bool(o.get("centered"))) + _extra(o),
         filled=("rho", "momentum"),
+        tower_args=_OWN_RATE,
     ),
     "adam": Optimizer(
         "Adam",
         {**_ADAM_ARGS, "amsgrad": False},
         lambda o: 2 + int(bool(o.get("amsgrad"))) + _extra(o),
         filled=("beta_1", "beta_2"),
+        tower_args=_OWN_RATE,
     ),
     "adamw": Optimizer(
         "AdamW",
         {"weight_decay": 0.004, **_ADAM_ARGS, "amsgrad": False},
         lambda o: 2 + int(bool(o.get("amsgrad"))) + _extra(o),
     ),
-    "nadam": Optimizer("Nadam", dict(_ADAM_ARGS), lambda o: 2 + _extra(o)),
-    "adamax": Optimizer("Adamax", dict(_ADAM_ARGS), lambda o: 2 + _extra(o)),
+    "nadam": Optimizer("Nadam", dict(_ADAM_ARGS), lambda o: 2 + _extra(o), tower_args=_OWN_RATE),
+    "adamax": Optimizer("Adamax", dict(_ADAM_ARGS), lambda o: 2 + _extra(o), tower_args=_OWN_RATE),
     "adagrad": Optimizer(
         "Adagrad",
         {"initial_accumulator_value": 0.1, "epsilon": 1e-07},
         lambda o: 1 + _extra(o),
+        tower_args=_OWN_RATE,
     ),
     "adadelta": Optimizer("Adadelta", {"rho": 0.95, "epsilon": 1e-07}, lambda o: 2 + _extra(o)),
     "ftrl": Optimizer(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import TRAINING_VERSION, checks, components, userdata, usermodel
+from . import TRAINING_VERSION, checks, components, groups, userdata, usermodel
 from . import config as loading
 from .datasets import FILE_SOURCE, get_source, task_of
 from .ids import canonical_json, derive_seed, format_value, parse_run, short_hash, slugify
@@ -244,9 +244,15 @@ class Run:
 RUN_FILES = ("history.csv", "timing.csv", "model.keras", "metrics.json")
 
 
+def model_file_paths(spec: dict) -> list:
+    """A user model's file and helper files (none for a built-in model)."""
+    return usermodel.file_paths(spec["model"]) if spec["model"]["kind"] == "python" else []
+
+
 def trained_with(run_dir: str | Path) -> tuple | None:
-    """How the finished run in `run_dir` was trained: the runs of its fused job, or `(name,)`
-    when it trained alone; None when it is not finished (a file missing or unreadable)."""
+    """How the finished run in `run_dir` was trained: the runs of its fused job, `(name,)`
+    when it trained alone, the members ("<experiment>/<run>") of its group when it trained
+    with other experiments; None when it is not finished (a file missing or unreadable)."""
     run_dir = Path(run_dir)
     if not all((run_dir / name).is_file() for name in RUN_FILES):
         return None
@@ -254,7 +260,10 @@ def trained_with(run_dir: str | Path) -> tuple | None:
         metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    runs = (metrics.get("fused") or {}).get("runs")
+    fused = metrics.get("fused") or {}
+    if fused.get("members"):
+        return tuple(fused["members"])
+    runs = fused.get("runs")
     if runs is None:  # written before jobs recorded their runs: r0..r<R-1>, or alone
         count = (metrics.get("timing") or {}).get("fused_repeats")
         runs = [f"r{k}" for k in range(count)] if count else [run_dir.name]
@@ -560,10 +569,23 @@ class Plan:
         run trained alone stays with `train`. The repeats left form one new job; one left alone
         is a `train` job. So the jobs of a finished run never change, and neither do their
         params, inputs or outputs, which is what Snakemake compares to decide a rerun.
+        The repeats left of experiments that fuse with others (`training_jobs`) are not here.
         """
-        jobs = {}
-        if not self.config["execution"]["fuse_repeats"] or self.config["logging"]["tensorboard"]:
-            return jobs
+        return self.training_jobs(trained_with)[0]
+
+    def training_jobs(self, trained_with, read_record=None) -> tuple[dict, list]:
+        """(`fused_jobs`, the groups): the fused jobs of single experiments, and the jobs that
+        train runs of several experiments together (`groups.GroupJob`, see `hpstudy.groups`).
+
+        A run a group trained (`trained_with` gives the group's members, "<exp>/<run>") keeps
+        its group, rebuilt from the group's record (`read_record(name)`, job.json); without a
+        readable record it is trained again. The runs left to train of the experiments that
+        share a `groups.fuse_key` form new groups (`execution.fuse_experiments`).
+        """
+        execution = self.config["execution"]
+        if not execution["fuse_repeats"] or self.config["logging"]["tensorboard"]:
+            return {}, []
+        jobs, left_of, kept = {}, {}, {}
         unfused = self.not_fused()
         # One repeat too: lowered to 1, r0 still comes from the fused job that trained it.
         counts = self._repeat_counts(minimum=1)
@@ -573,18 +595,76 @@ class Plan:
                 runs = None if name in covered else trained_with(exp, name)
                 if runs is None:
                     continue
-                if len(runs) > 1 and all(trained_with(exp, r) == runs for r in runs):
+                if any("/" in r for r in runs):  # trained in a group of experiments
+                    if self._keep_group(runs, trained_with, read_record, kept):
+                        covered.add(name)
+                elif len(runs) > 1 and all(trained_with(exp, r) == runs for r in runs):
                     done.append(runs)
                     covered.update(runs)
                     self._keep_preps(exp, runs)
                 elif runs == (name,):
                     covered.add(name)
-            left = tuple(f"r{k}" for k in range(n) if f"r{k}" not in covered)
+            left_of[exp] = tuple(f"r{k}" for k in range(n) if f"r{k}" not in covered)
+            jobs[exp] = done
+        new = []
+        if execution["fuse_experiments"]:
+            keys = {exp: self._group_key(exp) for exp in left_of}
+            for exps in groups.pack(left_of, keys.get, execution["max_towers"]):
+                new.append(self._new_group(exps, left_of))
+                left_of.update({exp: () for exp in exps})
+        for exp, left in left_of.items():
             if len(left) > 1:
-                done.append(left)
-            if done:
-                jobs[exp] = done
-        return jobs
+                jobs[exp].append(left)
+        return {e: j for e, j in jobs.items() if j}, new + [g for g in kept.values() if g]
+
+    def _keep_group(self, members: tuple, trained_with, read_record, kept: dict) -> bool:
+        """Whether the group of `members` is kept (its record read, once, into `kept`)."""
+        name = groups.group_name(members)
+        if name not in kept:
+            record = read_record(name) if read_record else None
+            kept[name] = None
+            if record is not None and tuple(record["members"]) == tuple(members):
+                finished = [m for m in members if trained_with(*m.split("/")) == tuple(members)]
+                kept[name] = groups.kept_group(record, finished)
+                for prep, (dataset, data) in kept[name].preps.items():
+                    self.preps.setdefault(prep, (dataset, data))
+        return kept[name] is not None
+
+    def _new_group(self, exps: list, left_of: dict) -> groups.GroupJob:
+        """The job that trains the runs left of `exps` together."""
+        runs = [self.find_run(exp, name) for exp in exps for name in left_of[exp]]
+        members = [f"{run.experiment}/{run.name}" for run in runs]
+        specs = [self.experiments[run.experiment].spec for run in runs]
+        preps = {}
+        for run in runs:
+            prep = run.prep or self.experiments[run.experiment].prep_id
+            preps[prep] = [self.preps[prep][0], self.preps[prep][1]]
+        return groups.GroupJob(
+            name=groups.group_name(members),
+            members=tuple(members),
+            params=canonical_json(
+                {"members": members, "specs": specs, "seeds": [run.seed for run in runs]}
+            ),  # fmt: skip
+            data=tuple(
+                self.data_file(run.prep or self.experiments[run.experiment].prep_id) for run in runs
+            ),  # fmt: skip
+            code=tuple(dict.fromkeys(p for spec in specs for p in model_file_paths(spec))),
+            preps=preps,
+            outputs=tuple(members),
+            new=True,
+            towers=len(members),
+        )
+
+    def data_file(self, prep: str) -> str:
+        """The prepared data of a prep id: `results/data/<dataset>-<prep>.npz`."""
+        return f"results/data/{self.preps[prep][0]}-{prep}.npz"
+
+    def group_mem_mb(self, job: groups.GroupJob) -> int:
+        """A group's memory (MB): `resources.mem_mb` holds the framework and one tower; each
+        further tower adds its own estimated need (`checks.estimate_memory`)."""
+        specs = json.loads(job.params)["specs"]
+        towers = sum(checks.estimate_memory(spec)["bytes"] for spec in specs[1:]) / 2**20
+        return self.config["resources"]["mem_mb"] + math.ceil(towers)
 
     def _keep_preps(self, exp: str, runs: tuple) -> None:
         """Plan the own prepared splits of a kept job's repeats beyond today's `repeats`."""
@@ -602,14 +682,22 @@ class Plan:
             return {}
         out = {}
         for exp in self._repeat_counts():
-            spec = self.experiments[exp].spec
-            model = None
-            if spec["model"]["kind"] == "python":
-                model = usermodel.facts_of(spec["model"]).unstackable
-            reason = components.fuse_answer(spec, model)
+            reason = self._unfused_reason(exp)
             if reason:
                 out[exp] = reason
         return out
+
+    def _unfused_reason(self, exp: str) -> str | None:
+        spec = self.experiments[exp].spec
+        model = None
+        if spec["model"]["kind"] == "python":
+            model = usermodel.facts_of(spec["model"]).unstackable
+        return components.fuse_answer(spec, model)
+
+    def _group_key(self, exp: str) -> str | None:
+        """The experiment's `groups.fuse_key`, None if its runs cannot be stacked at all."""
+        spec = self.experiments[exp].spec
+        return None if self._unfused_reason(exp) else groups.fuse_key(spec)
 
     def lr_range_users(self, test_id: str) -> list:
         """(study title, variant label, experiment id) of every variant that takes the suggestion."""

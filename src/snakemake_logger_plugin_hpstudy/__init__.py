@@ -110,15 +110,31 @@ def scores(outputs: list) -> str:
     return f"best val {name} {' '.join(values)}" if name and values else ""
 
 
-def describe(job: Job, catalog: dict) -> str:
-    """`study: variant [r0-r2]`, from the catalog the `catalog` job writes (else the id)."""
-    exp = job.wildcards.get("exp") or job.wildcards.get("lrr", "")
+def experiments_of(outputs: list) -> list:
+    """The experiment ids whose runs a training job writes, in order, each once."""
+    paths = [Path(p) for p in outputs if str(p).endswith("metrics.json")]
+    return list(dict.fromkeys(p.parent.parent.name for p in paths))
+
+
+def variant_label(exp: str, catalog: dict, most: int = 2) -> str:
+    """`study: variant` of an experiment (the first `most` that use it), else its id."""
     entry = catalog.get(exp)
-    if entry and entry.get("used_by"):
-        names = [f"{u['study']}: {u['variant']}" for u in entry["used_by"]]
-        label = ", ".join(names[:2]) + (f" (+{len(names) - 2})" if len(names) > 2 else "")
-    else:
-        label = exp or job.rule
+    if not (entry and entry.get("used_by")):
+        return exp
+    names = [f"{u['study']}: {u['variant']}" for u in entry["used_by"]]
+    return ", ".join(names[:most]) + (f" (+{len(names) - most})" if len(names) > most else "")
+
+
+def describe(job: Job, catalog: dict) -> str:
+    """`study: variant [r0-r2]`, from the catalog the `catalog` job writes (else the id); for a
+    group of experiments (train_group_<name>), how many and the first of them."""
+    exps = experiments_of(job.output)
+    if len(exps) > 1:
+        shown = "; ".join(variant_label(e, catalog, most=1) for e in exps[:3])
+        more = f"; +{len(exps) - 3} more" if len(exps) > 3 else ""
+        return f"{len(exps)} experiments together ({shown}{more})"
+    exp = job.wildcards.get("exp") or job.wildcards.get("lrr", "") or (exps or [""])[0]
+    label = variant_label(exp, catalog) if exp else job.rule
     runs = runs_of(job.output) or [job.wildcards.get("run", "")]
     return f"{label} [{run_range([r for r in runs if r])}]" if any(runs) else label
 
@@ -205,7 +221,9 @@ class LogHandler(LogHandlerBase):
         if not self.catalog:
             self.catalog = read_catalog() or planned_catalog(self.configfiles)
         job = Job(record.rule_name, dict(record.wildcards or {}), list(record.output or []), 0.0)
-        if self.catalog.get(job.wildcards.get("exp")):
+        if any(
+            self.catalog.get(e) for e in [job.wildcards.get("exp"), *experiments_of(job.output)]
+        ):
             self.write(f"    trains: {describe(job, self.catalog)}")
 
     def show(self, record: logging.LogRecord) -> None:

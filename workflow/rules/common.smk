@@ -18,6 +18,7 @@ from snakemake.resources import Resources
 from hpstudy import catalog
 from hpstudy.config import ConfigError
 from hpstudy.datasets import raw_paths
+from hpstudy.groups import group_dir, read_record
 from hpstudy.ids import canonical_json, fused_label, fused_rule_name
 from hpstudy.plan import load_plan, lr_range_of, trained_with
 from hpstudy.userdata import canonical_name
@@ -34,9 +35,13 @@ PLAN.load_combinations()
 RES = PLAN.config["resources"]
 FIG = PLAN.config["report"]["figure_format"]
 
-# Experiment -> its fused jobs, each the runs it trains together (Plan.fused_jobs): what is
-# finished keeps the job that trained it, so raising `repeats` trains only the new repeats.
-FUSED_JOBS = PLAN.fused_jobs(lambda exp, run: trained_with(f"results/runs/{exp}/{run}"))
+# Experiment -> its fused jobs, each the runs it trains together (Plan.fused_jobs), and the
+# groups that train runs of several experiments together (hpstudy.groups): what is finished
+# keeps the job that trained it, so raising `repeats` trains only the new repeats and a
+# changed experiment trains only its own runs.
+FUSED_JOBS, GROUP_JOBS = PLAN.training_jobs(
+    lambda exp, run: trained_with(f"results/runs/{exp}/{run}"), read_record
+)
 # Each distinct set of runs has its own fused rule (train_<R>_repeats for r0..r<R-1>, train_r3_r4).
 FUSED_RULES = {
     runs: fused_rule_name(runs)
@@ -46,7 +51,7 @@ FUSED_RULES = {
 # --set-resources sets for `train`: a profile cannot name the rules the config creates
 # (train_5_repeats), so `train` is the one place for all of them. The Snakefile refuses a rule
 # that trains (conda env envs/train.yaml) and is missing here.
-TRAINING_RULES = ["train", "lr_range", *FUSED_RULES.values()]
+TRAINING_RULES = ["train", "lr_range", *FUSED_RULES.values(), *(g.rule for g in GROUP_JOBS)]
 
 
 def inherit_training_resources(rules):

@@ -77,3 +77,43 @@ for _runs, _name in FUSED_RULES.items():
 
     # A fused job's runs come from it, never from `train`.
     workflow.ruleorder(_name, "train")
+
+
+# Runs of several experiments trained together (execution.fuse_experiments, hpstudy.groups):
+# one rule per group, its outputs the runs' own files. A kept group (its runs finished) is
+# rebuilt from its record with the same params and inputs, so none of its runs reruns.
+for _group in GROUP_JOBS:
+
+    rule:
+        name:
+            _group.rule
+        input:
+            data=list(_group.data),
+            code=[ancient(path) for path in _group.code],
+        output:
+            **{
+                name: [f"results/runs/{member}/{name}.{ext}" for member in _group.outputs]
+                for name, ext in RUN_OUTPUTS
+            },
+            record=[_group.record] if _group.new else [],
+        log:
+            f"{group_dir(_group.name)}/train.log",
+        benchmark:
+            f"{group_dir(_group.name)}/benchmark.tsv"
+        conda:
+            "../../envs/train.yaml"
+        threads: RES["threads"]
+        resources:
+            mem_mb=PLAN.group_mem_mb(_group),
+            runtime=get_repeats_runtime(_group.members),
+            gpu=RES["gpu"],
+            gpu_model=RES["gpu_model"],
+        params:
+            job=_group.params,
+            name=_group.name,
+            record=canonical_json(_group.to_record()),
+        script:
+            "../scripts/train_group.py"
+
+    # A group's runs come from it, never from `train`.
+    workflow.ruleorder(_group.rule, "train")

@@ -51,7 +51,12 @@ FUSED_RULES = {
 # --set-resources sets for `train`: a profile cannot name the rules the config creates
 # (train_5_repeats), so `train` is the one place for all of them. The Snakefile refuses a rule
 # that trains (conda env envs/train.yaml) and is missing here.
-TRAINING_RULES = ["train", "lr_range", *FUSED_RULES.values(), *(g.rule for g in GROUP_JOBS)]
+TRAINING_RULES = [
+    "train",
+    "lr_range",
+    *FUSED_RULES.values(),
+    *(g.rule for g in GROUP_JOBS),
+]
 
 
 def inherit_training_resources(rules):

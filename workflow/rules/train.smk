@@ -92,7 +92,9 @@ for _group in GROUP_JOBS:
             code=[ancient(path) for path in _group.code],
         output:
             **{
-                name: [f"results/runs/{member}/{name}.{ext}" for member in _group.outputs]
+                name: [
+                    f"results/runs/{member}/{name}.{ext}" for member in _group.outputs
+                ]
                 for name, ext in RUN_OUTPUTS
             },
             record=[_group.record] if _group.new else [],

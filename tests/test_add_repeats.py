@@ -57,7 +57,8 @@ def test_trained_with_reads_the_finished_runs(tmp_path):
 
 @pytest.fixture
 def plan4(tiny_config):
-    return plan_of(dict(tiny_config, repeats=4))
+    """Each experiment's own repeats (fused experiments: tests/test_groups.py)."""
+    return plan_of(dict(tiny_config, repeats=4, execution={"fuse_experiments": False}))
 
 
 def jobs_of(plan, record: dict) -> dict:
@@ -87,14 +88,14 @@ def test_finished_runs_keep_their_jobs_and_the_rest_forms_one(plan4):
 
 def test_lowering_repeats_keeps_the_larger_job(plan4, tiny_config):
     """3 -> 2: r0 and r1 still come from the job of r0..r2 (its outputs, params, inputs)."""
-    plan2 = plan_of(dict(tiny_config, repeats=2))
+    plan2 = plan_of(dict(tiny_config, repeats=2, execution={"fuse_experiments": False}))
     three = ("r0", "r1", "r2")
     jobs = jobs_of(plan2, dict.fromkeys(three, three))
     assert all(v == [three] for v in jobs.values())
 
 
 def test_lowering_to_one_repeat_keeps_the_fused_job_too(tiny_config):
-    one = plan_of(dict(tiny_config, repeats=1))
+    one = plan_of(dict(tiny_config, repeats=1, execution={"fuse_experiments": False}))
     two = ("r0", "r1")
     assert all(v == [two] for v in jobs_of(one, dict.fromkeys(two, two)).values())
     assert jobs_of(one, {}) == {}  # nothing finished: one repeat is a `train` job

@@ -244,8 +244,10 @@ def test_a_crashed_holders_gpu_becomes_free(tmp_path):
 
 # --------------------------------------------------------------------------- through snakemake
 
+# Four `train` jobs (one per experiment: fused experiments off), so that jobs overlap on 2 GPUs.
 TINY = """\
 title: GPU placement test
+execution: {fuse_experiments: false}
 datasets:
   digits: {source: digits, subsample: 120}
 baselines:

@@ -10,8 +10,11 @@ import pandas as pd
 import pytest
 from helpers import run_snakemake
 
+# One `train` job per run (each with its own train.log), as with `execution.fuse_experiments`
+# off; tests/test_groups.py runs the same kind of change through fused experiments.
 CONFIG = """\
 title: Tiny e2e study
+execution: {fuse_experiments: false}
 datasets:
   d: {source: digits, subsample: 240}
   r: {source: diabetes}

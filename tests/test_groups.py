@@ -93,6 +93,14 @@ def test_penalty_and_dropout_towers_equal_their_runs_alone(data, tmp_path):
     check_alone(group(exps, data, tmp_path / "g"), data, tmp_path)
 
 
+def test_activation_and_initializer_towers_equal_their_runs_alone(data, tmp_path):
+    exps = experiments([
+        {"model.activation": "tanh", "model.initializer": "glorot_uniform"},
+        {"model.activation": "linear"},
+    ])  # fmt: skip
+    check_alone(group(exps, data, tmp_path / "g"), data, tmp_path)
+
+
 OWN_RATE = sorted(
     name
     for name, entry in components.OPTIMIZERS.items()
@@ -113,6 +121,7 @@ def test_the_registry_lets_towers_hold_their_rate_in_the_usual_optimizers():
 
 
 def test_towers_of_different_architectures_are_refused(data):
+    """Different widths cannot be stacked; the group then trains its runs one by one."""
     a, b = experiments([{"model.hidden": [24]}], epochs=1)
     inputs = [training.load_inputs(a.spec["data"], data, None)] * 2
     with pytest.raises(stacked.Unstackable, match="different"):
@@ -134,6 +143,7 @@ def study_config(**execution) -> dict:
             "optimizer.learning_rate": [0.01, 0.1],
             "optimizer.momentum": [0.0],
             "model.regularizer.l2": [0.01],
+            "model.activation": ["tanh"],
             "model.hidden": [[16]],  # another architecture: not with the others
         }},
         "d": {"kind": "ofat", "baseline": "b", "factors": {"model.dropout.rate": [0.2, 0.4]}},
@@ -149,7 +159,8 @@ def test_experiments_that_differ_in_tower_values_form_one_group_and_the_others_d
     plan = plan_of(study_config())
     jobs, made = plan.training_jobs(lambda exp, run: None)
     by_size = sorted(made, key=lambda g: -g.towers)
-    assert [g.towers for g in by_size] == [15, 6]  # b, lr x2, momentum 0, l2; dropout 0.2/0.4
+    # b, lr x2, momentum 0, l2, tanh (3 runs each); dropout 0.2 and 0.4
+    assert [g.towers for g in by_size] == [18, 6]
     big = {m.split("/")[0] for m in by_size[0].members}
     assert exp_of(plan, "s", "hidden") not in big
     assert jobs == {exp_of(plan, "s", "hidden"): [("r0", "r1", "r2")]}  # its own repeats
@@ -162,7 +173,7 @@ def test_experiments_that_differ_in_tower_values_form_one_group_and_the_others_d
 def test_groups_hold_at_most_max_towers_whole_experiments():
     plan = plan_of(study_config(max_towers=7))
     _, made = plan.training_jobs(lambda exp, run: None)
-    assert sorted(g.towers for g in made) == [6, 6, 6]  # 5 x 3 runs: 2 + 2 (+1 alone); 2 x 3
+    assert sorted(g.towers for g in made) == [6, 6, 6, 6]  # 6 x 3 runs: 2 + 2 + 2; 2 x 3
     for g in made:
         exps = [m.split("/")[0] for m in g.members]
         assert all(exps.count(e) == 3 for e in exps)  # an experiment is never split
@@ -171,7 +182,7 @@ def test_groups_hold_at_most_max_towers_whole_experiments():
 def test_switched_off_every_experiment_trains_its_own_repeats():
     plan = plan_of(study_config(fuse_experiments=False))
     jobs, made = plan.training_jobs(lambda exp, run: None)
-    assert made == [] and len(jobs) == len(plan.experiments) == 8
+    assert made == [] and len(jobs) == len(plan.experiments) == 9
 
 
 def finish(made, plan) -> tuple[dict, dict]:
@@ -225,6 +236,7 @@ def test_a_fuse_key_leaves_out_exactly_the_values_a_tower_holds():
     key = {e: groups.fuse_key(x.spec) for e, x in plan.experiments.items()}
     base = key[exp_of(plan, "s", "learning_rate=0.01")]
     assert key[exp_of(plan, "s", "momentum")] == key[exp_of(plan, "s", "l2")] == base
+    assert key[exp_of(plan, "s", "activation")] == base
     assert key[exp_of(plan, "s", "hidden")] != base
     assert key[exp_of(plan, "d", "0.2")] == key[exp_of(plan, "d", "0.4")] != base
     spec = copy.deepcopy(plan.experiments[exp_of(plan, "s", "momentum")].spec)
@@ -254,6 +266,7 @@ def test_e2e_one_changed_value_trains_only_its_experiment_and_nothing_trains_twi
     cfg = study_config()
     cfg["repeats"] = 2
     del cfg["studies"]["d"], cfg["studies"]["s"]["factors"]["model.hidden"]
+    del cfg["studies"]["s"]["factors"]["model.activation"]
     plan = plan_of(cfg)
     (name,) = [g.name for g in plan.training_jobs(lambda e, r: None)[1]]
     assert dry_training(tmp_path, cfg) == {f"train_group_{name}": 1}  # 5 experiments, 1 job

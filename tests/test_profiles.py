@@ -66,15 +66,20 @@ def test_every_training_job_asks_for_one_gpu(profile, configfile):
 
 
 def test_the_default_config_trains_fused_jobs():
-    """What the GPU test above covers: the default config's training jobs are fused ones, and
-    a fused job of R towers asks for R times a run's runtime."""
+    """What the GPU test above covers: the default config's training jobs are fused ones
+    (experiments' own repeats, and groups of experiments), and a fused job of R towers asks for
+    R times a run's runtime."""
     jobs = dry_run_jobs(
         "--profile", str(ROOT / "profiles" / "slurm"), "--configfile", "config/config.yaml"
     )
     rules = {rule for rule, _ in jobs if TRAINING.match(rule)}
-    assert rules == {"train_3_repeats"}, rules
+    groups = {rule for rule in rules if rule.startswith("train_group_")}
+    assert rules - groups == {"train_3_repeats"} and len(groups) == 3, rules
     line = next(line for rule, line in jobs if rule == "train_3_repeats")
     assert resource(line, "runtime") == str(30 * 3), line
+    # the group of the `main` model's 9 experiments (27 runs) asks for 27 runs' runtime
+    runtimes = sorted(int(resource(line, "runtime")) for rule, line in jobs if rule in groups)
+    assert runtimes == [30 * 9, 30 * 9, 30 * 27], runtimes
 
 
 def test_an_explicit_train_entry_reaches_every_training_rule():

@@ -109,7 +109,11 @@ def test_snakemake_dry_run_plans_exactly_the_seed(seed: str, tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stderr
     counts = job_counts(proc.stdout + proc.stderr)
     studies, _, n_runs = EXPECTED[seed]
-    assert counts["train"] == n_runs
+    # Every run once: alone (`train`), or a tower of a group of experiments (hpstudy.groups).
+    fused, groups = load_plan([seed_file(seed)]).training_jobs(lambda exp, run: None)
+    assert fused == {}  # trained once: no experiment has repeats to fuse
+    assert sum(n for rule, n in counts.items() if rule.startswith("train_group_")) == len(groups)
+    assert counts.get("train", 0) + sum(g.towers for g in groups) == n_runs
     assert counts["aggregate_study"] == len(studies)
     assert {r.removeprefix("download_") for r in counts if r.startswith("download_")} == (
         DOWNLOADS[seed]

@@ -30,8 +30,9 @@ pytestmark = [
     ),
 ]
 
-# Every kind of training job: fused repeats (repeats 2: `train_2_repeats`), a cv study's folds and
-# refit (`train`) and a range test (`lr_range`).
+# Every kind of training job: fused experiments (the baseline and its two learning rates, 2 repeats
+# each: one `train_group_<name>`), fused repeats (the wider model, `train_2_repeats`), a cv
+# study's folds and refit (`train`) and a range test (`lr_range`).
 TINY = """\
 title: SLURM profile test
 repeats: 2
@@ -48,6 +49,7 @@ studies:
     baseline: main
     factors:
       optimizer.learning_rate: [0.05, 0.1]
+      model.hidden: [[6]]
   width:
     kind: cv
     baseline: main
@@ -63,7 +65,7 @@ resources:
   mem_mb: 1000
   runtime: 10
 """
-TRAINING_RULES = {"train", "train_2_repeats", "lr_range"}
+TRAINING_RULES = {"train", "train_2_repeats", "train_group", "lr_range"}
 
 # Only what this cluster needs on top of the profile: no accounting database (so squeue, not
 # sacct, for job states) and fast polling, so a 4-job study takes about a minute.
@@ -119,20 +121,24 @@ def test_tiny_study_through_the_slurm_profile(tmp_path):
     submitted = re.findall(
         r"submitted with SLURM jobid (\d+) \(log: \S+/rule_(\w+)/([^/\s]+)/\d+\.log\)", done.stderr
     )
-    rules = {job_id: rule for job_id, rule, _ in submitted}
+    rules = {job_id: re.sub(r"^train_group_\w+$", "train_group", rule)
+             for job_id, rule, _ in submitted}  # fmt: skip
     assert set(rules.values()) == TRAINING_RULES, f"only training jobs go to SLURM: {submitted}"
-    # 3 fused experiments, 2 candidates x 2 folds and the cv winner's refit, 1 range test
+    # 1 group of 3 experiments, 1 fused experiment, 2 candidates x 2 folds and the cv winner's
+    # refit, 1 range test
     counts = {rule: list(rules.values()).count(rule) for rule in TRAINING_RULES}
-    assert counts == {"train_2_repeats": 3, "train": 5, "lr_range": 1}, submitted
+    assert counts == {"train_group": 1, "train_2_repeats": 1, "train": 5, "lr_range": 1}, submitted
 
     # Each training job, from SLURM itself: one GPU, and the config's resources (threads 1,
-    # runtime 10 per run: a fused job of 2 repeats asks for 20; mem_mb 1000, more when fused).
+    # runtime 10 per run: a fused job of 2 repeats asks for 20, the group of 6 runs for 60;
+    # mem_mb 1000, more when fused).
+    limits = {"train_2_repeats": "00:20:00", "train_group": "01:00:00"}
     for job_id, rule in rules.items():
         job = slurm_job(job_id)
         assert job["JobState"] == "COMPLETED" and "gres:gpu:1" in job["TresPerJob"], (rule, job)
-        fused = rule == "train_2_repeats"
+        fused = rule in limits
         assert job["CPUs/Task"] == "1", job
-        assert job["TimeLimit"] == ("00:20:00" if fused else "00:10:00"), (rule, job)
+        assert job["TimeLimit"] == limits.get(rule, "00:10:00"), (rule, job)
         memory = int(job["MinMemoryNode"].removesuffix("M"))
         assert memory > 1000 if fused else memory == 1000, (rule, job)
 
@@ -140,7 +146,7 @@ def test_tiny_study_through_the_slurm_profile(tmp_path):
     # SLURM gave it (on this cluster, without cgroups, the same number).
     recorded = sorted(tmp_path.glob("results/runs/*/*/metrics.json"))
     recorded += sorted(tmp_path.glob("results/lr_range/*/suggestion.json"))
-    assert len(recorded) == 3 * 2 + 5 + 1, recorded
+    assert len(recorded) == 4 * 2 + 5 + 1, recorded
     jobs = {}
     for path in recorded:
         host = json.loads(path.read_text())["host"]

@@ -103,6 +103,24 @@ def test_a_training_job_is_one_line_with_its_names_time_and_scores(tmp_path, mon
     assert len(lines) == 4  # no "Building DAG", no job blocks, no "N of M steps"
 
 
+def test_a_group_of_experiments_is_one_line_naming_the_first_ones(tmp_path, monkeypatch):
+    h, out = handler(tmp_path, monkeypatch)
+    exps = [f"e{k}" for k in range(5)]
+    outs = [finished_run(tmp_path, e, f"r{r}", 0.5 + k / 10 + r / 100)
+            for k, e in enumerate(exps) for r in range(2)]  # fmt: skip
+    (tmp_path / "results" / "experiments.json").write_text(json.dumps({
+        e: {"used_by": [{"study": "lr", "variant": f"v{k}", "runs": []}]} for k, e in enumerate(exps)
+    }))  # fmt: skip
+    h.emit(record(LogEvent.RUN_INFO, "Job stats: ...", stats={"train_group_g1": 1, "total": 1}))
+    h.emit(record(LogEvent.JOB_INFO, jobid=1, rule_name="train_group_g1", wildcards={},
+                  output=outs))  # fmt: skip
+    h.emit(record(LogEvent.JOB_FINISHED, job_id=1))
+    line = out.getvalue().splitlines()[1]
+    assert line.startswith("trained 5 experiments together (lr: v0; lr: v1; lr: v2; +2 more)"
+                           "  10 runs in ")  # fmt: skip
+    assert line.endswith("best val accuracy 0.5 0.51 0.6 0.61 0.7 0.71 0.8 0.81 0.9 (+1 more)")
+
+
 def test_errors_warnings_and_a_dry_run_are_printed_as_snakemake_prints_them(tmp_path, monkeypatch):
     h, out = handler(tmp_path, monkeypatch)
     h.emit(record(None, "Config file x.yaml: expected a mapping", level=logging.ERROR))
@@ -136,15 +154,24 @@ def test_the_catalog_names_each_experiment_by_its_uses(tiny_config, tmp_path):
 def test_e2e_the_terminal_of_a_run(tmp_path, tiny_config):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(tiny_config))
     # A first dry run (no catalog yet): Snakemake's job blocks, each training job's names below.
+    # The two experiments differ in their learning rate only: one job trains both (groups).
     dry = run_snakemake(tmp_path, "-n")
+    blocks = dry.stdout + dry.stderr
+    (trains,) = [line for line in blocks.splitlines() if line.startswith("    trains: ")]
+    assert "rule train_group_" in blocks and "2 experiments together (" in trains
+    assert "lr: baseline" in trains and "lr: learning_rate=0.1" in trains
+    done = run_snakemake(tmp_path, "--cores", "2")
+    text = done.stdout + done.stderr
+    assert "hpstudy: 1 training job, " in text
+    (trained,) = [line for line in text.splitlines() if line.startswith("trained ")]
+    assert trained.startswith("trained 2 experiments together (") and "  2 runs in " in trained
+    alone = dict(tiny_config, execution={"fuse_experiments": False})  # one job per experiment
+    (tmp_path / "alone").mkdir()
+    (tmp_path / "alone" / "config.yaml").write_text(yaml.safe_dump(alone))
+    dry = run_snakemake(tmp_path / "alone", "-n")
     blocks = dry.stdout + dry.stderr
     assert "rule train:" in blocks and "    trains: lr: baseline [r0]" in blocks
     assert "    trains: lr: learning_rate=0.1 [r0]" in blocks
-    done = run_snakemake(tmp_path, "--cores", "2")
-    text = done.stdout + done.stderr
-    assert "hpstudy: 2 training jobs" in text
-    assert "trained lr: baseline [r0]  1 run in " in text
-    assert "trained lr: learning_rate=0.1 [r0]  1 run in " in text
     assert "report: results/report.html" in text
     assert "Select jobs to execute" not in text and "steps (" not in text
     assert len(text.splitlines()) < 12

@@ -9,8 +9,9 @@ equal: the spec with those values taken out. The values a tower holds on its own
 - `optimizer.learning_rate`, a number, with no schedule, no weight decay and no
   ReduceLROnPlateau (which all read one rate for every weight), for the optimizers whose
   registry entry says so (`components.Optimizer.tower_args`), and SGD's `momentum`;
-- the built-in models' `regularizer` (its L1/L2 strengths, and which layers it covers) and
-  nonzero `dropout.rate` (where the Dropout layers are, and whether there are any, is the
+- the built-in models' `activation` and initializers (each tower is built by its own spec and
+  applies its own activation to its slice), `regularizer` (its L1/L2 strengths, and which
+  layers it covers) and nonzero `dropout.rate` (where the Dropout layers are, and whether there are any, is the
   architecture, and stays in the key).
 
 **Groups form from what needs training only**, so the promise that only changed experiments
@@ -67,7 +68,8 @@ def fuse_key(spec: dict) -> str | None:
             opt.pop(key, None)
     model = masked["model"]
     if model.get("kind", "mlp") in BUILT_IN_MODELS:
-        model.pop("regularizer", None)
+        for key in ("activation", "initializer", "output_initializer", "regularizer"):
+            model.pop(key, None)
         drop = model.get("dropout")
         if isinstance(drop, dict):  # rate 0 builds no Dropout layer: another architecture
             model["dropout"] = {"layers": drop.get("layers")} if drop.get("rate") else None

@@ -37,7 +37,10 @@ class StackedDense(keras.layers.Layer):
     def __init__(self, denses: list, **kwargs):
         super().__init__(name=f"stacked_{denses[0].name}", **kwargs)
         first = denses[0]
-        self.activation = first.activation
+        # One activation for all towers, or each tower's own (an activation study's towers).
+        self.activations = [d.activation for d in denses]
+        alike = all(a is first.activation for a in self.activations)
+        self.activation = first.activation if alike else None
         kernel = np.stack([ops.convert_to_numpy(d.kernel) for d in denses])
         self.kernel = self.add_weight(
             shape=tuple(kernel.shape), initializer=_constant(kernel), name="kernel"
@@ -61,7 +64,10 @@ class StackedDense(keras.layers.Layer):
         y = ops.matmul(x, self.kernel)
         if self.bias is not None:
             y = ops.add(y, ops.expand_dims(self.bias, 1))
-        return self.activation(y) if self.activation is not None else y
+        if self.activation is not None:
+            return self.activation(y)
+        return ops.stack([act(y[k]) if act is not None else y[k]
+                          for k, act in enumerate(self.activations)])  # fmt: skip
 
     def penalties(self) -> list:
         """Each penalty of this layer, one value per tower: `(R,)`."""
@@ -205,19 +211,17 @@ def check_stackable(model: keras.Model) -> None:
 
 
 def check_alike(towers: list) -> None:
-    """Refuse (Unstackable) towers that are not one architecture: the same layers, weight
-    shapes and activations. Their values may differ: weights, penalties, Dropout rates."""
+    """Refuse (Unstackable) towers that are not one architecture: the same layers and weight
+    shapes. Their values may differ: weights, activations, penalties, Dropout rates."""
     first = towers[0]
     for k, tower in enumerate(towers[1:], start=1):
         if len(tower.layers) != len(first.layers):
             raise Unstackable(f"towers of different depths ({len(first.layers)} and "
                               f"{len(tower.layers)} layers, towers 0 and {k})")  # fmt: skip
         for a, b in zip(first.layers, tower.layers):
-            if (
-                type(a) is not type(b)
-                or [tuple(w.shape) for w in a.weights] != [tuple(w.shape) for w in b.weights]
-                or getattr(a, "activation", None) is not getattr(b, "activation", None)
-            ):
+            if type(a) is not type(b) or [tuple(w.shape) for w in a.weights] != [
+                tuple(w.shape) for w in b.weights
+            ]:
                 raise Unstackable(f"towers of different architectures ({a.name!r} of tower 0 "
                                   f"and {b.name!r} of tower {k})")  # fmt: skip
 

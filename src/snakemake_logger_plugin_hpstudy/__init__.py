@@ -36,6 +36,8 @@ from snakemake_interface_logger_plugins.common import LogEvent
 from snakemake_interface_logger_plugins.settings import LogHandlerSettingsBase
 
 #: Rules whose jobs train (the fused ones are train_<R>_repeats and train_r3_r4).
+#: The most scores one "trained" line shows.
+SHOWN_SCORES = 9
 TRAINING = re.compile(r"^(train|train_\w+|lr_range)$")
 #: Snakemake's routine lines, which the progress line replaces.
 ROUTINE = re.compile(
@@ -107,6 +109,8 @@ def scores(outputs: list) -> str:
         value = metrics.get(f"best_val_{name}")
         status = metrics.get("status", "ok")
         values.append(f"{value:.4g}" if isinstance(value, float) and status == "ok" else status)
+    if len(values) > SHOWN_SCORES:  # a group of many towers: the first ones and how many more
+        values = [*values[:SHOWN_SCORES], f"(+{len(values) - SHOWN_SCORES} more)"]
     return f"best val {name} {' '.join(values)}" if name and values else ""
 
 
@@ -258,7 +262,9 @@ class LogHandler(LogHandlerBase):
         total = sum(counts.values())
         self.total = total
         trainings = (
-            f"{self.training_total} training jobs" if self.training_total else "nothing to train"
+            f"{self.training_total} training job{'s' if self.training_total > 1 else ''}"
+            if self.training_total
+            else "nothing to train"
         )
         self.write(f"hpstudy: {trainings}, {total} jobs in all")
 

@@ -31,6 +31,7 @@ BENCHMARKS = {
         ["--towers", "--default", "--rounds", "1", "--backends", "tensorflow,jax"],
     ),
     "fused_drift": ("fused_drift.py", ["--epochs", "200", "--repeats", "10"]),
+    "fused_experiments": ("bench_groups.py", ["--rounds", "1"]),
 }
 # (a, b, f), fused repeats, (c), (d), (e), levers
 ORDER = [
@@ -39,6 +40,7 @@ ORDER = [
     "fused_default_loop",
     "fused_towers",
     "fused_drift",
+    "fused_experiments",
     "fit",
     "plan",
     "report",

@@ -41,6 +41,10 @@ class StackedDense(keras.layers.Layer):
         self.activations = [d.activation for d in denses]
         alike = all(a is first.activation for a in self.activations)
         self.activation = first.activation if alike else None
+        self.activation_masks = [
+            (act, np.array([a is act for a in self.activations]).reshape(-1, 1, 1))
+            for act in dict.fromkeys(self.activations)
+        ]
         kernel = np.stack([ops.convert_to_numpy(d.kernel) for d in denses])
         self.kernel = self.add_weight(
             shape=tuple(kernel.shape), initializer=_constant(kernel), name="kernel"
@@ -66,8 +70,13 @@ class StackedDense(keras.layers.Layer):
             y = ops.add(y, ops.expand_dims(self.bias, 1))
         if self.activation is not None:
             return self.activation(y)
-        return ops.stack([act(y[k]) if act is not None else y[k]
-                          for k, act in enumerate(self.activations)])  # fmt: skip
+        # Each distinct activation once over all towers, each tower's own values selected: as
+        # many ops as distinct activations, not as towers; elementwise, so towers stay apart.
+        out = None
+        for act, mask in self.activation_masks:
+            value = act(y) if act is not None else y
+            out = value if out is None else ops.where(mask, value, out)
+        return out
 
     def penalties(self) -> list:
         """Each penalty of this layer, one value per tower: `(R,)`."""

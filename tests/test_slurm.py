@@ -117,9 +117,11 @@ def test_tiny_study_through_the_slurm_profile(tmp_path):
     report = tmp_path / "results" / "report.html"
     assert report.is_file() and "SLURM profile test" in report.read_text()
 
-    # "Job 6 has been submitted with SLURM jobid 41 (log: .../rule_train/<exp>_<run>/41.log)."
+    # "Job 6 has been submitted with SLURM jobid 41 (log: .../rule_train/<exp>_<run>/41.log)";
+    # a group's rule has no wildcards: ".../rule_train_group_<name>/42.log".
     submitted = re.findall(
-        r"submitted with SLURM jobid (\d+) \(log: \S+/rule_(\w+)/([^/\s]+)/\d+\.log\)", done.stderr
+        r"submitted with SLURM jobid (\d+) \(log: \S+/rule_(\w+)/(?:([^/\s]+)/)?\d+\.log\)",
+        done.stderr,
     )
     rules = {job_id: re.sub(r"^train_group_\w+$", "train_group", rule)
              for job_id, rule, _ in submitted}  # fmt: skip

@@ -77,9 +77,10 @@ def test_the_default_config_trains_fused_jobs():
     assert rules - groups == {"train_3_repeats"} and len(groups) == 3, rules
     line = next(line for rule, line in jobs if rule == "train_3_repeats")
     assert resource(line, "runtime") == str(30 * 3), line
-    # the group of the `main` model's 9 experiments (27 runs) asks for 27 runs' runtime
+    # the group of the `main` model's 10 experiments (30 runs, activations included) asks for
+    # 30 runs' runtime
     runtimes = sorted(int(resource(line, "runtime")) for rule, line in jobs if rule in groups)
-    assert runtimes == [30 * 9, 30 * 9, 30 * 27], runtimes
+    assert runtimes == [30 * 9, 30 * 9, 30 * 30], runtimes
 
 
 def test_an_explicit_train_entry_reaches_every_training_rule():

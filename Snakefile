@@ -39,6 +39,7 @@ include: "workflow/rules/study.smk"
 include: "workflow/rules/cv.smk"
 include: "workflow/rules/combine.smk"
 include: "workflow/rules/lr_range.smk"
+include: "workflow/rules/search.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -66,6 +67,9 @@ localrules:
     overview,
     select_cv,
     select_combination,
+    search_round,
+    select_search,
+    plot_search,
     plot_lr_range,
     report,
     catalog,

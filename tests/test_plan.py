@@ -476,8 +476,22 @@ def test_every_kind_of_study_describes_itself_with_exactly_the_contracts_keys(ti
         "folds": {"kind": "cv", "baseline": "b", "cv": 2, "factors": {"training.batch_size": [16]}},
         "range": {"kind": "lr_range", "baseline": "b"},
         "both": {"kind": "combine", "baseline": "b", "combine": ["lr"]},
+        "find": {"kind": "search", "baseline": "b", "search": {"trials": 2, "round_size": 2},
+                 "space": {"optimizer.learning_rate": {"low": 0.01, "high": 0.5, "log": True}}},
     })  # fmt: skip
     plan = plan_of(cfg)
+    from hpstudy import search
+
+    proposed = search.propose(plan.studies["find"].search["request"], [], {}, 2)
+    trials = plan.add_search_rounds("find", [proposed])
+    retest = {"retest": [{"trial": 0, "experiment": trials["0"], "search_score": 0.5,
+                          "params": proposed["trials"][0]["params"]}]}  # fmt: skip
+    plan.add_search_retest("find", retest)
+    info = plan.studies["find"].describe()["search"]
+    keys_fit(info, stages.SearchInfo)
+    keys_fit(info["request"], stages.SearchRequest)
+    keys_fit(info["retested"][0], stages.Retested)
+    keys_fit(proposed["trials"][0], stages.SearchTrial)
     lr = plan.studies["lr"]
     winner = {"study": "lr", "slug": "lr", "variant": lr.variants[1].label,
               "experiment": lr.variants[1].experiment}  # fmt: skip
@@ -492,7 +506,7 @@ def test_every_kind_of_study_describes_itself_with_exactly_the_contracts_keys(ti
             for run in variant["runs"]:
                 keys_fit(run, stages.RunInfo)
         keys_fit(plan.grid_design(study.slug), stages.GridDesign)
-    assert kinds == {"ofat", "grid", "cv", "lr_range", "combine"}
+    assert kinds == {"ofat", "grid", "cv", "lr_range", "combine", "search"}
     assert "combination" in plan.studies["both"].describe()
     assert {"fold", "folds"} <= set(plan.studies["folds"].describe()["variants"][0]["runs"][0])
     (view,) = plan.lr_range_views()

@@ -302,6 +302,17 @@ def check_study(name: str, cfg: dict, config: dict, files: Iterable[str | Path] 
         raise invalid(
             files, [*path, "lr_range"], "`lr_range` only in a study of kind lr_range", kind
         )
+    for key in ("space", "search"):
+        if key in cfg and kind != "search":
+            raise invalid(files, [*path, key], f"`{key}` only in a study of kind search", kind)
+    if kind == "search":
+        for key in ("factors", "variants", "grid"):
+            if cfg.get(key):
+                expected = "no listed candidates in a search study (its space proposes them)"
+                raise invalid(files, [*path, key], expected, key)
+        if "reference" in cfg and not cfg["reference"]:
+            expected = "true: a search's re-tested trials are compared with its reference"
+            raise invalid(files, [*path, "reference"], expected, cfg["reference"])
     if kind == "cv" and "repeats" in cfg:
         expected = "no repeats in a cv study (one run per fold)"
         raise invalid(files, [*path, "repeats"], expected, "repeats")

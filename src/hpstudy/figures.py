@@ -650,3 +650,130 @@ def plot_response(
              color="#555555")  # fmt: skip
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     save(fig, path, dpi)
+
+
+SLICES_PER_ROW = 4
+
+
+@styled
+def plot_search(
+    table: pd.DataFrame,
+    scales: dict,
+    path: str | Path,
+    label: str,
+    higher: bool,
+    title: str,
+    retested: list[int] = (),
+) -> None:
+    """A search study's trials (trials.csv): the optimisation history (each trial's score and
+    the best so far), one slice per searched key (score against its value; log axis where the
+    space is log) and parallel coordinates (every trial across the keys, coloured by score).
+
+    `scales` maps each searched key to "log", "linear" or "categorical", in space order;
+    `retested` are the trial numbers re-tested on fresh seeds (ringed, and drawn thicker).
+    """
+    keys = list(scales)
+    rows = math.ceil(len(keys) / SLICES_PER_ROW)
+    fig = plt.figure(figsize=(10, 3.2 + 2.6 * rows + 3.2), layout="constrained")
+    grid = fig.add_gridspec(2 + rows, SLICES_PER_ROW, height_ratios=[3.2] + [2.6] * rows + [3.2])
+    done = table[table["status"] == "ok"]
+    failed = table[table["status"] != "ok"]
+    ring = table["trial"].isin(list(retested))
+    _history_panel(fig.add_subplot(grid[0, :]), table, done, failed, ring, label, higher)
+    slices = []
+    for i, key in enumerate(keys):
+        ax = fig.add_subplot(grid[1 + i // SLICES_PER_ROW, i % SLICES_PER_ROW])
+        dots = _slice_panel(ax, done, key, scales[key], label if i % SLICES_PER_ROW == 0 else None)
+        slices.append(ax)
+    if len(done):
+        fig.colorbar(dots, ax=slices, label="trial (slices' colour)", fraction=0.03, pad=0.01)
+    _search_parallel(fig.add_subplot(grid[1 + rows, :]), done, keys, scales, label, higher, ring)
+    fig.suptitle(_text(f"{title}: {len(table)} trials ({len(failed)} diverged)"))
+    save(fig, path)
+
+
+def _history_panel(ax, table, done, failed, ring, label: str, higher: bool) -> None:
+    ax.scatter(done["trial"], done["score"], s=18, color=PALETTE[0], label="trial", zorder=3)
+    best = pd.to_numeric(table["best_so_far"], errors="coerce")
+    ax.step(table["trial"], best, where="post", color=REFERENCE_COLOUR, lw=1.3,
+            label=f"best so far ({'highest' if higher else 'lowest'})")  # fmt: skip
+    shown = table[ring & (table["status"] == "ok")]
+    ax.scatter(shown["trial"], shown["score"], s=90, facecolors="none", edgecolors="#b3263e",
+               lw=1.4, label="re-tested on fresh seeds", zorder=4)  # fmt: skip
+    if len(failed):
+        low = ax.get_ylim()[0]
+        ax.scatter(failed["trial"], [low] * len(failed), marker="x", color="#b3263e",
+                   label="diverged (no score)", zorder=3, clip_on=False)  # fmt: skip
+    ax.set_xlabel("trial (proposal order)")
+    ax.set_ylabel(_text(label))
+    ax.set_title("Optimisation history", fontsize=10)
+    ax.legend(fontsize=8, loc="best")
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+
+
+def _slice_panel(ax, done, key: str, scale: str, label: str | None):
+    """Score against one key's value, each trial coloured by its number; returns the dots."""
+    sub = done[done[key].notna()]
+    vmax = max(int(done["trial"].max()), 1)
+    colour = {"c": sub["trial"], "cmap": "viridis", "s": 16, "vmin": 0, "vmax": vmax}
+    if scale == "categorical":
+        names = list(dict.fromkeys(sub[key].astype(str)))
+        dots = ax.scatter([names.index(v) for v in sub[key].astype(str)], sub["score"], **colour)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels([_short(_text(n), 14) for n in names], fontsize=7, rotation=20)
+        ax.set_xlim(-0.5, len(names) - 0.5)
+    else:
+        dots = ax.scatter(pd.to_numeric(sub[key]), sub["score"], **colour)
+        if scale == "log":
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_title(_text(key), fontsize=9)
+    ax.tick_params(labelsize=7)
+    if label:
+        ax.set_ylabel(_text(label), fontsize=8)
+    return dots
+
+
+def _search_parallel(ax, done, keys, scales, label: str, higher: bool, ring) -> None:
+    """Each finished trial as a line across the keys (each axis min to max of the trials' values;
+    log where the space is log, categories in order of appearance) and its score."""
+    columns = []
+    for key in keys:
+        values = done[key]
+        if scales[key] == "categorical":
+            names = list(dict.fromkeys(values.dropna().astype(str)))
+            pos = values.astype(str).map({n: i for i, n in enumerate(names)})
+            columns.append((pos / max(len(names) - 1, 1), names[0], names[-1]))
+            continue
+        numbers = pd.to_numeric(values, errors="coerce")
+        shown = np.log10(numbers) if scales[key] == "log" else numbers
+        lo, hi = shown.min(), shown.max()
+        span = (hi - lo) or 1.0
+        columns.append(((shown - lo) / span, f"{numbers.min():.3g}", f"{numbers.max():.3g}"))
+    scores = pd.to_numeric(done["score"])
+    lo, hi = scores.min(), scores.max()
+    columns.append(((scores - lo) / ((hi - lo) or 1.0), f"{lo:.3g}", f"{hi:.3g}"))
+    names = [*keys, label]
+    goodness = columns[-1][0] if higher else 1 - columns[-1][0]
+    cmap = plt.get_cmap("viridis")
+    order = np.argsort(goodness.to_numpy())  # the best drawn last, on top
+    for i in order:
+        ys = [col[0].iloc[i] for col in columns]
+        thick = bool(ring[done.index[i]])
+        ax.plot(range(len(names)), ys, color=cmap(float(goodness.iloc[i])),
+                lw=2.4 if thick else 0.9, alpha=1.0 if thick else 0.7)  # fmt: skip
+    for x, (_, low, high) in enumerate(columns):
+        ax.axvline(x, color="#999999", lw=0.6)
+        ax.text(x, -0.06, _short(_text(low), 14), ha="center", va="top", fontsize=7)
+        ax.text(x, 1.06, _short(_text(high), 14), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels([_short(_text(n), 22) for n in names], fontsize=8)
+    ax.xaxis.set_ticks_position("top")
+    ax.tick_params(axis="x", pad=14)
+    ax.set_yticks([])
+    ax.set_ylim(-0.15, 1.15)
+    ax.set_title(
+        "Parallel coordinates (colour: score, yellow = best; thick: re-tested; "
+        "each axis from the trials' lowest to highest value)",
+        fontsize=9,
+    )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import TRAINING_VERSION, checks, components, groups, userdata, usermodel
+from . import TRAINING_VERSION, checks, components, groups, search, userdata, usermodel
 from . import config as loading
 from .datasets import FILE_SOURCE, get_source, task_of
 from .ids import canonical_json, derive_seed, format_value, parse_run, short_hash, slugify
@@ -331,6 +331,7 @@ class Study:
     lr_range: str | None = None  # the id of an lr_range study's test
     combine: list | None = None  # a combine study: the slugs of the ofat studies it combines
     combination: dict | None = None  # ... and their winners, once chosen (combination.json)
+    search: dict | None = None  # a search study: its `SearchInfo` (trials, re-tested, once known)
     # Each entry's experiment, by label, those dropped as another variant's experiment included
     # (a grid cell that resolves to the reference's spec is the reference's experiment).
     cells: dict = field(default_factory=dict)
@@ -375,7 +376,7 @@ class Study:
             ],
         } | {
             key: getattr(self, key)
-            for key in ("cv", "lr_range", "combine", "combination")
+            for key in ("cv", "lr_range", "combine", "combination", "search")
             if getattr(self, key)
         }
 
@@ -538,6 +539,60 @@ class Plan:
             return False
         self.builder.add_combination(study, combination)
         return True
+
+    def search_round_file(self, slug: str, k: int) -> str:
+        """Where round `k` of a search study is written (checkpoint search_round)."""
+        return f"{self.studies[slug].dir}/search/round-{k}.json"
+
+    def search_retest_file(self, slug: str) -> str:
+        return f"{self.studies[slug].dir}/search/retest.json"
+
+    def add_search_rounds(self, slug: str, rounds: list[dict]) -> dict:
+        """Plan the trials of search rounds (`search.propose`'s round files); returns
+        {trial number (a string): experiment} of their trials."""
+        study = self.studies[slug]
+        for proposed in rounds:
+            self.builder.add_search_round(study, proposed)
+        trials = study.search["trials"]
+        return {str(t["trial"]): trials[str(t["trial"])] for r in rounds for t in r["trials"]}
+
+    def reference_experiment(self, slug: str) -> str:
+        """The experiment of a study's reference variant."""
+        return next(v.experiment for v in self.studies[slug].variants if v.is_reference)
+
+    def add_search_retest(self, slug: str, chosen: dict) -> bool:
+        """Plan a search study's re-test from its retest.json; returns whether anything changed."""
+        study = self.studies[slug]
+        if study.search["retested"] == chosen["retest"] and len(study.variants) > 1:
+            return False
+        self.builder.add_search_retest(study, chosen)
+        return True
+
+    def written_rounds(self, slug: str, k: int | None = None) -> list[dict]:
+        """The round files 0..k-1 (all by default) of a search study that earlier jobs wrote for
+        the current request, up to the first one missing (its job runs first)."""
+        study = self.studies[slug]
+        key = search.request_key(study.search["request"])
+        rounds = []
+        for j in range(len(study.search["rounds"]) if k is None else k):
+            proposed = _read_json(Path(self.search_round_file(slug, j)))
+            if proposed is None or proposed.get("request") != key:
+                break
+            rounds.append(proposed)
+        return rounds
+
+    def load_searches(self) -> None:
+        """Plan each search study's rounds and re-test from the files an earlier run wrote, where
+        they belong to the current request (a job started on a cluster node re-reads the
+        Snakefile and must know the trials' experiments as the submitting host does)."""
+        for study in self.studies.values():
+            if study.kind != "search":
+                continue
+            key = search.request_key(study.search["request"])
+            self.add_search_rounds(study.slug, self.written_rounds(study.slug))
+            chosen = _read_json(Path(self.search_retest_file(study.slug)))
+            if chosen is not None and chosen.get("request") == key:
+                self.add_search_retest(study.slug, chosen)
 
     def fused_repeats(self) -> dict:
         """Experiment id -> R, for the experiments whose repeats r0..r<R-1> train in one job.
@@ -870,8 +925,11 @@ class _Builder:
         )
         if kind == "combine":  # its other variants come with its winners (`add_combination`)
             study.varied = combined_keys(self.config, cfg)
+        if kind == "search":  # its trials come with its rounds, its re-test with retest.json
+            study.varied = list(cfg["space"])
+            study.search = self.search_info(name, cfg, reference)
         if kind != "lr_range":  # an lr_range study has one range test and no training runs
-            with_reference = cfg.get("reference", kind in ("ofat", "combine"))
+            with_reference = cfg.get("reference", kind in ("ofat", "combine", "search"))
             if with_reference:
                 entries = [("baseline", {}, path), *entries]
             self.add_variants(study, cfg, reference, dataset, entries, with_reference)
@@ -908,6 +966,8 @@ class _Builder:
                 study.kind == "cv"
             ):  # one run per fold; the winner's refit (r0) is planned by the graph
                 names = [f"f{i}of{cfg['cv']}" for i in range(cfg["cv"])]
+            elif study.kind == "search":  # fresh seeds: the search itself trained r0
+                names = [f"r{r}" for r in range(1, repeats + 1)]
             else:
                 names = [f"r{r}" for r in range(repeats)]
             study.runs[label] = [self.run(exp, n) for n in names]
@@ -939,6 +999,50 @@ class _Builder:
         entries = (
             [("combined", together, [*path, "combine"])] if len(winners) > 1 else []
         ) + winners
+        self.add_variants(study, cfg, reference, dataset, entries, True)
+
+    def search_info(self, name: str, cfg: dict, reference: dict) -> dict:
+        """A search study's `SearchInfo` before any round: its space checked against the
+        reference (each key settable, with its first value, to a valid spec)."""
+        path = ["studies", name, "space"]
+        for param in search.parse_space(cfg["space"], path, self.files):
+            value = json.loads(param.choices[0]) if param.choices else param.low
+            spec = self.apply(reference, {param.name: value}, path)
+            checks.check_spec(spec, [*path, param.name], self.files)
+        fixed = {k: _safe_get(reference, k) for k in search.conditioned_paths(cfg["space"])}
+        return {
+            "request": search.make_request(name, cfg, reference["data"]["task"], fixed),
+            "rounds": search.round_sizes(cfg["search"]),
+            "retest": cfg["search"]["retest"],
+            "trials": {},
+            "retested": [],
+        }
+
+    def add_search_round(self, study: Study, proposed: dict) -> None:
+        """Plan a search round's trials (round-<k>.json): each an experiment, trained as r0."""
+        cfg = self.config["studies"][study.name]
+        path = ["studies", study.name, "space"]
+        reference, dataset = self.reference(cfg, ["studies", study.name])
+        for trial in proposed["trials"]:
+            spec = self.apply(reference, trial["params"], path)
+            checks.check_spec(spec, path, self.files)
+            exp = self.experiment(self.resolve_lr(spec, path), dataset, path)
+            self.run(exp, "r0")
+            study.search["trials"][str(trial["trial"])] = exp.id
+
+    def add_search_retest(self, study: Study, chosen: dict) -> None:
+        """A search study's variants beside its reference: the re-tested trials (retest.json),
+        each trained on the study's repeats r1..rN, which the search never saw."""
+        cfg = self.config["studies"][study.name]
+        path = ["studies", study.name]
+        reference, dataset = self.reference(cfg, path)
+        study.variants = [v for v in study.variants if v.is_reference]
+        study.runs = {v.label: study.runs[v.label] for v in study.variants}
+        study.search["retested"] = chosen["retest"]
+        entries = [
+            (search.trial_label(t["trial"]), t["params"], [*path, "space"])
+            for t in chosen["retest"]
+        ]
         self.add_variants(study, cfg, reference, dataset, entries, True)
 
     def run(self, exp: Experiment, name: str) -> Run:
@@ -999,6 +1103,15 @@ def combined_keys(config: dict, cfg: dict) -> list:
         listed = config["studies"][name]
         keys += [*listed["factors"], *(k for v in listed["variants"] for k in v["set"])]
     return list(dict.fromkeys(keys))
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file written by an earlier job, or None where there is none (or it is unreadable:
+    the job that writes it runs again)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _safe_get(spec: dict, path: str) -> Any:

@@ -16,7 +16,7 @@ from urllib.parse import quote
 import jinja2
 import pandas as pd
 
-from . import grid, statistics
+from . import grid, search, statistics
 from .figures import colours
 from .io import atomic_write_text
 from .observations import RULES
@@ -456,6 +456,7 @@ def build_report(params: dict, inputs: dict, output: str | Path) -> None:
     add_grid_views(
         sections, params.get("grids", {}), inputs.get("anova", []), inputs.get("grid_figure", [])
     )
+    add_search_views(sections, inputs)
     overview = inputs.get("overview")
     html = render(
         params["title"],
@@ -559,6 +560,92 @@ def grid_view(study: StudyInfo, factors: list, anova_csv, figure) -> dict:
         "method": grid.describe_method(),
         "cv": study["kind"] == "cv",
     }
+
+
+def add_search_views(sections: list[dict], inputs: dict) -> None:
+    """Give each search study's section its `search` view, from its trials.csv, importance.csv
+    and search figure (inputs search_trials, search_importance, search_figure, in the order of
+    the search studies shown)."""
+    shown = [s for s in sections if s["study"]["kind"] == "search"]
+    files = zip(
+        inputs.get("search_trials", []),
+        inputs.get("search_importance", []),
+        inputs.get("search_figure", []),
+    )
+    for section, (trials, importance, figure) in zip(shown, files):
+        section["search"] = search_view(section, trials, importance, figure)
+
+
+def search_view(section: dict, trials_csv, importance_csv, figure) -> dict:
+    """A search study's view: its request, the re-tested trials (search score against their
+    fresh runs), the winner (only one detectably better than the reference on those runs), the
+    winner's settings as YAML, the importances and the figure."""
+    study, runs = section["study"], section["runs"]
+    info, metric = study["search"], section["metric"]
+    higher = GREATER_IS_BETTER[metric]
+    table = pd.read_csv(trials_csv)
+    rows = {r["label"]: r for r in section["rows"]}
+    retested = []
+    for t in info["retested"]:
+        label = search.trial_label(t["trial"])
+        fresh = pd.to_numeric(runs[runs["variant"] == label][f"best_val_{metric}"], "coerce")
+        over = search.overstatement(t["search_score"], fresh.tolist(), higher)
+        row = rows.get(label, {})
+        retested.append({
+            "label": label,
+            "trial": t["trial"],
+            "params": [(k, fmt(v) if not isinstance(v, list) else json.dumps(v))
+                       for k, v in t["params"].items()],
+            "search_score": fmt(t["search_score"]),
+            "fresh": row.get("best_val", "–"),
+            "runs": over["runs"],
+            "overstated": fmt(over["overstated"], 3),
+            "overstated_ci": (f"{fmt(over['ci_low'], 3)} to {fmt(over['ci_high'], 3)}"
+                              if over["ci_low"] is not None else "–"),
+            "delta": row.get("delta", "–"),
+            "verdict": row.get("verdict", "–"),
+            "verdict_class": row.get("verdict_class", ""),
+            "best": bool(row.get("best")),
+            "yaml": search.settings_yaml(t["params"], t["trial"], study["name"]),
+        })  # fmt: skip
+    winner = next((r for r in retested if r["best"]), None)
+    found = pd.read_csv(importance_csv)
+    importance = [
+        {"parameter": r["parameter"], "importance": fmt(r["importance"], 2),
+         "ci": f"{fmt(r['ci_low'], 2)} to {fmt(r['ci_high'], 2)}"}
+        for r in found.to_dict("records") if isinstance(r["parameter"], str)
+    ]  # fmt: skip
+    note = next((r["note"] for r in found.to_dict("records") if isinstance(r["note"], str)), None)
+    request = info["request"]
+    return {
+        "sampler": request["sampler"],
+        "seed": request["seed"],
+        "trials": len(table),
+        "rounds": len(info["rounds"]),
+        "diverged": int((table["status"] != "ok").sum()),
+        "retested": retested,
+        "winner": winner,
+        "best_retested": retested[0] if retested else None,
+        "fresh_runs": retested[0]["runs"] if retested else 0,
+        "importance": importance,
+        "importance_note": note,
+        "bootstrap": search.IMPORTANCE_BOOTSTRAP,
+        "level": int(search.IMPORTANCE_LEVEL * 100),
+        "figure": image_uri(figure),
+        "space": [{"key": k, "range": _space_range(v)} for k, v in request["space"]],
+    }
+
+
+def _space_range(entry: dict) -> str:
+    if "choices" in entry:
+        text = "one of " + ", ".join(json.dumps(c) for c in entry["choices"])
+    else:
+        text = f"{fmt(entry['low'])} to {fmt(entry['high'])}" + (
+            " (log)" if entry.get("log") else ""
+        )
+    if entry.get("when"):
+        text += "; only where " + ", ".join(f"{k} = {v}" for k, v in entry["when"].items())
+    return text
 
 
 def _p_value(p) -> str:

@@ -1,7 +1,7 @@
 """What the plan hands to the stages: the typed contract between planning and every job after it.
 
 `plan.Study.describe()` is a `StudyInfo`, `Plan.grid_design` a `GridDesign`, `Plan.lr_range_views`
-`LRRangeView`s and `combine.choose` a `Combination`. They are TypedDicts, not classes, because
+`LRRangeView`s, `combine.choose` a `Combination` and `search.make_request` a `SearchRequest`. They are TypedDicts, not classes, because
 they cross a process boundary as JSON (a rule's params): a job reads back exactly what the plan
 wrote, and the analysis, grid, cv, combine, observations, figures and report modules take them
 with these types. `tests/test_plan.py` checks that every kind of study describes itself with
@@ -61,10 +61,49 @@ class Combination(TypedDict):
     winners: list[Winner]
 
 
+class SearchRequest(TypedDict):
+    """What a search's proposals depend on (`search.make_request`): its round jobs' params."""
+
+    study: str
+    space: list[list[Any]]  # [dotted path, {low, high, log} or {choices}, + when], in order
+    sampler: str  # tpe, random or qmc
+    seed: int
+    startup_trials: int
+    metric: str  # the score: best validation value of this metric
+    direction: str  # maximize or minimize
+    reference: dict[str, Any]  # the reference's values of the paths `when` reads
+
+
+class SearchTrial(TypedDict):
+    """A trial of a round file (`search.propose`), and, once planned, its experiment."""
+
+    trial: int
+    params: dict[str, Any]
+
+
+class Retested(TypedDict):
+    """A re-tested trial (retest.json, `search.retest_choice`)."""
+
+    trial: int
+    experiment: str
+    params: dict[str, Any]
+    search_score: float
+
+
+class SearchInfo(TypedDict):
+    """A search study's search, as its jobs and the report receive it."""
+
+    request: SearchRequest
+    rounds: list[int]  # the size of each round
+    retest: int  # how many of the best trials are re-tested on fresh seeds
+    trials: dict[str, str]  # trial number (as a string: JSON keys) -> experiment id, once planned
+    retested: list[Retested]  # once chosen
+
+
 class _StudyRequired(TypedDict):
     name: str
     slug: str
-    kind: str  # ofat, grid, cv, combine, lr_range
+    kind: str  # ofat, grid, cv, combine, lr_range, search
     title: str
     description: str
     baseline: str
@@ -80,6 +119,7 @@ class StudyInfo(_StudyRequired, total=False):
     lr_range: str  # the id of an lr_range study's test
     combine: list[str]  # a combine study: the slugs of the studies it combines
     combination: Combination  # ... and their winners, once chosen
+    search: SearchInfo  # a search study's request, trials and re-tested trials
 
 
 class LRRangeView(StudyInfo):

@@ -1,5 +1,5 @@
 # Combine studies: once the ofat studies they list have their verdicts, take each one's winner.
-# Being a checkpoint, this lets the graph learn the combined experiment (see combine_study in
+# Being a checkpoint, this lets the graph learn the combined experiment (see resolved_study in
 # common.smk); it is trained by the ordinary train rule, and is the same experiment (the same
 # id, not trained again) as long as the winners stay the same.
 

@@ -21,6 +21,7 @@ from hpstudy.datasets import raw_paths
 from hpstudy.groups import group_dir, read_record
 from hpstudy.ids import canonical_json, fused_label, fused_rule_name
 from hpstudy.plan import load_plan, lr_range_of, trained_with
+from hpstudy.search import trial_metrics
 from hpstudy.userdata import canonical_name
 from hpstudy.usermodel import file_paths
 
@@ -29,8 +30,10 @@ try:
 except ConfigError as exc:
     sys.exit(f"\n{exc}\n\nNothing was run.")
 
-# A combine study's winners, when an earlier run chose them (for jobs on cluster nodes too).
+# A combine study's winners, when an earlier run chose them, and a search study's trials and
+# re-test, when earlier rounds proposed them (for jobs on cluster nodes too).
 PLAN.load_combinations()
+PLAN.load_searches()
 
 RES = PLAN.config["resources"]
 FIG = PLAN.config["report"]["figure_format"]
@@ -90,6 +93,7 @@ wildcard_constraints:
     source="[a-z0-9_]+",
     digest="[0-9a-f]{16}",
     study="[a-z0-9_][a-z0-9_-]*",
+    round="[0-9]+",
 
 
 def data_path(prep):
@@ -207,19 +211,28 @@ def get_seed(wildcards):
     return PLAN.find_run(wildcards.exp, wildcards.run).seed
 
 
-def combine_study(slug):
-    """The study `slug`; a combine study with its winners and their combination, once chosen
-    (until then, Snakemake's checkpoint makes the asking job wait for select_combination).
+def read_json(path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def resolved_study(slug):
+    """The study `slug`; a combine study with its winners and their combination, a search study
+    with its re-tested trials, once chosen (until then, Snakemake's checkpoint makes the asking
+    job wait for select_combination or select_search).
     """
     study = PLAN.studies[slug]
     if study.kind == "combine":
         chosen = checkpoints.select_combination.get(study=slug).output[0]
-        PLAN.add_combination(slug, json.loads(Path(chosen).read_text(encoding="utf-8")))
+        PLAN.add_combination(slug, read_json(chosen))
+    if study.kind == "search":
+        PLAN.add_search_retest(
+            slug, read_json(checkpoints.select_search.get(study=slug).output.retest)
+        )
     return study
 
 
 def get_study_json(wildcards):
-    return canonical_json(combine_study(wildcards.study).describe())
+    return canonical_json(resolved_study(wildcards.study).describe())
 
 
 def get_combination(wildcards):
@@ -229,10 +242,24 @@ def get_combination(wildcards):
     return [checkpoints.select_combination.get(study=wildcards.study).output[0]]
 
 
+def get_search_retest(wildcards):
+    """A search study's retest.json (an input of the jobs whose params it changes)."""
+    if PLAN.studies[wildcards.study].kind != "search":
+        return []
+    return [checkpoints.select_search.get(study=wildcards.study).output.retest]
+
+
 def get_report_combinations(wildcards):
     return [
         checkpoints.select_combination.get(study=s).output[0]
         for s in PLAN.report_studies("combine")
+    ]
+
+
+def get_report_searches(wildcards):
+    return [
+        checkpoints.select_search.get(study=s).output.retest
+        for s in PLAN.report_studies("search")
     ]
 
 
@@ -253,10 +280,72 @@ def get_combine_json(wildcards):
 def get_study_files(name):
     def files(wildcards):
         return [
-            f"{run.dir}/{name}" for run in combine_study(wildcards.study).all_runs()
+            f"{run.dir}/{name}" for run in resolved_study(wildcards.study).all_runs()
         ]
 
     return files
+
+
+# Adaptive search (search studies) -----------------------------------------------------------
+
+
+def planned_rounds(slug, k):
+    """{trial: experiment} of the rounds 0..k-1 of a search study written so far. A job that
+    lists a missing round file waits for it, and Snakemake re-evaluates its inputs once that
+    checkpoint has run (a checkpoint's get() would not: Snakemake does not rerun a finished job
+    whose checkpoint-dependent input is pending)."""
+    return PLAN.add_search_rounds(slug, PLAN.written_rounds(slug, k))
+
+
+def get_search_request(wildcards):
+    return canonical_json(PLAN.studies[wildcards.study].search["request"])
+
+
+def get_round_size(wildcards):
+    return PLAN.studies[wildcards.study].search["rounds"][int(wildcards.round)]
+
+
+def get_previous_rounds(wildcards):
+    return [
+        PLAN.search_round_file(wildcards.study, j) for j in range(int(wildcards.round))
+    ]
+
+
+def get_previous_trials(wildcards):
+    return canonical_json(planned_rounds(wildcards.study, int(wildcards.round)))
+
+
+def get_previous_trial_metrics(wildcards):
+    trials = planned_rounds(wildcards.study, int(wildcards.round))
+    return sorted({trial_metrics(exp) for exp in trials.values()})
+
+
+def all_rounds(wildcards):
+    return len(PLAN.studies[wildcards.study].search["rounds"])
+
+
+def get_search_rounds(wildcards):
+    return [
+        PLAN.search_round_file(wildcards.study, j) for j in range(all_rounds(wildcards))
+    ]
+
+
+def get_search_trials(wildcards):
+    return canonical_json(planned_rounds(wildcards.study, all_rounds(wildcards)))
+
+
+def get_search_trial_metrics(wildcards):
+    trials = planned_rounds(wildcards.study, all_rounds(wildcards))
+    return sorted({trial_metrics(exp) for exp in trials.values()})
+
+
+def get_search_reference(wildcards):
+    return PLAN.reference_experiment(wildcards.study)
+
+
+def report_search_inputs(name):
+    """`name` of each search study the report shows, in report order."""
+    return [f"results/studies/{s}/{name}" for s in PLAN.report_studies("search")]
 
 
 def report_inputs(name):
@@ -265,7 +354,7 @@ def report_inputs(name):
 
 def get_overview_json(wildcards):
     return canonical_json(
-        [combine_study(slug).describe() for slug in PLAN.report_studies()]
+        [resolved_study(slug).describe() for slug in PLAN.report_studies()]
     )
 
 
@@ -274,7 +363,7 @@ def get_catalog_json(wildcards):
 
 
 def get_report_json(wildcards):
-    studies = [combine_study(slug) for slug in PLAN.report_studies()]
+    studies = [resolved_study(slug) for slug in PLAN.report_studies()]
     return canonical_json(PLAN.report_description(studies))
 
 

@@ -13,10 +13,14 @@ rule report:
         response=report_response_inputs(),
         overview=f"results/overview/effects.{FIG}",
         combinations=get_report_combinations,
+        searches=get_report_searches,
         cv_ranking=report_cv_inputs(),
         lr_range_runs=[f"results/studies/{s}/runs.csv" for s in PLAN.report_lr_ranges()],
         lr_range_suggestion=report_lr_range_inputs("suggestion.json"),
         lr_range_figure=report_lr_range_inputs(f"lr_range.{FIG}"),
+        search_trials=report_search_inputs("search/trials.csv"),
+        search_importance=report_search_inputs("search/importance.csv"),
+        search_figure=report_search_inputs(f"search.{FIG}"),
     output:
         "results/report.html",
     log:
@@ -34,6 +38,7 @@ rule overview:
     input:
         summary=report_inputs("summary.csv"),
         combinations=get_report_combinations,
+        searches=get_report_searches,
     output:
         effects=report(
             "results/overview/effects.csv",

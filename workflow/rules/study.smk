@@ -9,6 +9,7 @@ rule aggregate_study:
         refit=get_cv_refit,
         lr_range=get_study_lr_range,
         combination=get_combination,
+        retest=get_search_retest,
         ranking=get_cv_ranking,
     output:
         runs=report(
@@ -62,6 +63,7 @@ rule plot_study:
         runs="results/studies/{study}/runs.csv",
         histories=get_study_files("history.csv"),
         combination=get_combination,
+        retest=get_search_retest,
     output:
         report(
             f"results/studies/{{study}}/curves.{FIG}",

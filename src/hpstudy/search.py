@@ -491,18 +491,17 @@ def read_trials(path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-def analyse(request: dict, trials_csv, retest_json, title: str, out_figure, out_importance):
-    """Rule plot_search: the search figure (`figures.plot_search`) and importance.csv."""
-    from . import figures
+def retested_trials(retest_json) -> list[int]:
+    """The trial numbers a retest.json names."""
+    return [t["trial"] for t in _read(retest_json)["retest"]]
+
+
+def write_importance(request: dict, table: pd.DataFrame, out) -> pd.DataFrame:
+    """importance.csv (`importance`), written atomically."""
     from .io import atomic_path
 
-    table = read_trials(trials_csv)
-    retested = [t["trial"] for t in _read(retest_json)["retest"]]
-    label = f"best validation {request['metric']} (r0)"
-    higher = request["direction"] == "maximize"
-    figures.plot_search(table, scales(request), out_figure, label, higher, title, retested)
     found = importance(request, table)
-    with atomic_path(out_importance) as tmp:
+    with atomic_path(out) as tmp:
         found.to_csv(tmp, index=False)
     return found
 

@@ -2,16 +2,20 @@
 
 import json
 
-from hpstudy import search
+from hpstudy import figures, search
 from hpstudy.io import redirect_output
 
 redirect_output(snakemake.log[0])
-found = search.analyse(
-    json.loads(snakemake.params.request),
-    snakemake.input.trials,
-    snakemake.input.retest,
-    snakemake.params.title,
+request = json.loads(snakemake.params.request)
+table = search.read_trials(snakemake.input.trials)
+figures.plot_search(
+    table,
+    search.scales(request),
     snakemake.output.figure,
-    snakemake.output.importance,
+    label=f"best validation {request['metric']} (r0)",
+    higher=request["direction"] == "maximize",
+    title=snakemake.params.title,
+    retested=search.retested_trials(snakemake.input.retest),
 )
+found = search.write_importance(request, table, snakemake.output.importance)
 print(found.to_string(index=False))

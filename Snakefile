@@ -68,6 +68,7 @@ localrules:
     select_cv,
     select_combination,
     search_round,
+    search_rung,
     select_search,
     plot_search,
     plot_lr_range,

@@ -5,14 +5,17 @@ from __future__ import annotations
 import copy
 import json
 import math
-import shutil
+import os
+import random
+import signal
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from helpers import TINY_CONFIG, plan_of, run_snakemake
+from helpers import ROOT, SNAKEMAKE, TINY_CONFIG, plan_of, run_snakemake
 from scipy import stats
 
 from hpstudy import search
@@ -202,50 +205,95 @@ def test_importance_is_fanova_with_a_bootstrap_interval():
     assert few["parameter"].isna().all() and "at least" in few["note"].iloc[0]
 
 
+def killed_at_random_moments(workdir: Path, kills: int, seed: int) -> list[float]:
+    """Start the workflow in `workdir` and SIGKILL it with all its jobs (a crash, not a
+    Ctrl-C) after a random number of seconds, `kills` times, unlocking after each as a user
+    would; returns the moments."""
+    rng = random.Random(seed)
+    moments = []
+    for _ in range(kills):
+        proc = subprocess.Popen(
+            [SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+             "--configfile", str(workdir / "config.yaml"), "--cores", "2"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        moments.append(round(rng.uniform(3.0, 25.0), 1))
+        try:
+            proc.wait(timeout=moments[-1])
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        run_snakemake(workdir, "--unlock")
+    return moments
+
+
+def search_files(workdir: Path) -> dict:
+    """The search's files and every run's history, by path: what a rerun must reproduce."""
+    found = {}
+    for pattern in ("results/studies/s/search/*.json", "results/studies/s/search/*.csv",
+                    "results/runs/*/*/history.csv", "results/runs/*/*/rung-e*.json"):  # fmt: skip
+        for path in sorted(workdir.glob(pattern)):
+            data = path.read_bytes()
+            if path.name.startswith("rung-e"):  # apart from timing and host
+                record = json.loads(data)
+                data = json.dumps({k: v for k, v in record.items() if k not in ("timing", "host")})
+            found[str(path.relative_to(workdir))] = data
+    return found
+
+
 @pytest.mark.e2e
-def test_e2e_a_search_proposes_the_same_trials_whatever_the_cores_and_a_raised_budget_trains_only_new_trials(
+def test_e2e_a_halving_search_is_the_same_after_kills_and_a_raised_budget_trains_only_new_trials(
     tmp_path,
 ):
     cfg = copy.deepcopy(TINY_CONFIG)
     cfg["repeats"] = 2
-    cfg["datasets"]["d"]["subsample"] = 200
+    cfg["baselines"]["b"]["training"]["epochs"] = 4
     cfg["studies"] = {"s": {"kind": "search", "baseline": "b", "search": {
-        "trials": 4, "round_size": 2, "retest": 1, "startup_trials": 2},
+        "trials": 4, "round_size": 2, "retest": 1, "startup_trials": 2,
+        "halving": {"min_epochs": 2, "eta": 2}},
         "space": {"optimizer.learning_rate": {"low": 0.01, "high": 0.5, "log": True},
                   "model.hidden": {"choices": [[8], [16]]}}}}  # fmt: skip
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    run_snakemake(tmp_path, "--cores", "2")
-    folder = tmp_path / "results/studies/s/search"
-    rounds = {p.name: p.read_bytes() for p in sorted(folder.glob("round-*.json"))}
-    assert sorted(rounds) == ["round-0.json", "round-1.json"]
+    first, killed = tmp_path / "first", tmp_path / "killed"
+    for workdir in (first, killed):
+        workdir.mkdir()
+        (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    run_snakemake(first, "--cores", "2")
+    folder = first / "results/studies/s/search"
+    names = sorted(p.name for p in folder.glob("round-*.json"))
+    assert names == ["round-0-rung-0.json", "round-0.json", "round-1-rung-0.json", "round-1.json"]
     trials = pd.read_csv(folder / "trials.csv")
     assert list(trials["trial"]) == [0, 1, 2, 3] and list(trials["round"]) == [0, 0, 1, 1]
-    runs = lambda: {p.parent.parent.name + "/" + p.parent.name: p.read_bytes()  # noqa: E731
-                    for p in (tmp_path / "results/runs").glob("*/r*/metrics.json")}  # fmt: skip
-    before = runs()
-    # Proposed again in another directory with another number of cores, from the same trained
-    # runs (copied: the trials are cached by content): the same bytes, and nothing trains.
-    again = tmp_path / "again"
-    again.mkdir()
-    shutil.copy(tmp_path / "config.yaml", again / "config.yaml")
-    for part in ("runs", "data"):
-        shutil.copytree(tmp_path / "results" / part, again / "results" / part)
-    run_snakemake(again, "--cores", "1")
-    proposed = again / "results/studies/s/search"
-    assert {p.name: p.read_bytes() for p in sorted(proposed.glob("round-*.json"))} == rounds
-    assert (proposed / "trials.csv").read_bytes() == (folder / "trials.csv").read_bytes()
-    assert runs() == before
-    copied = {p.parent.parent.name + "/" + p.parent.name: p.read_bytes()
-              for p in (again / "results/runs").glob("*/r*/metrics.json")}  # fmt: skip
-    assert copied == before  # nothing trained again
+    # each round: both trials train 2 epochs, the better one goes on to the full 4
+    assert sorted(trials["status"]) == ["ok", "ok", "pruned", "pruned"]
+    assert list(trials.sort_values("trial")["epochs"]) == [
+        4 if s == "ok" else 2 for s in trials.sort_values("trial")["status"]
+    ]
+    for exp in trials.loc[trials["status"] == "ok", "experiment"]:
+        log = (first / f"results/runs/{exp}/r0/train.log").read_text()
+        assert "Resuming from the backup at epoch 2 " in log, log[-2000:]  # never from epoch 1
+        assert len((first / f"results/runs/{exp}/r0/history.csv").read_text().splitlines()) == 5
+    curves = pd.read_csv(folder / "curves.csv")
+    assert curves.groupby("trial")["epoch"].max().to_dict() == dict(
+        zip(trials["trial"], trials["epochs"])
+    )
+    reference = search_files(first)
+    # Killed at random moments (SIGKILL, jobs and all) and rerun, with one core this time: the
+    # same trials, rungs and results, byte for byte; no trial is repeated or lost.
+    moments = killed_at_random_moments(killed, kills=3, seed=7)
+    run_snakemake(killed, "--cores", "1")
+    assert search_files(killed) == reference, f"killed at {moments} s"
     # The report: the search view, its figure and a YAML block of the winner or best trial.
-    html = (tmp_path / "results/report.html").read_text()
+    html = (first / "results/report.html").read_text()
     assert 'id="search-s"' in html and "set:" in html and "Which keys mattered" in html
+    assert "Successive halving within each round" in html and "2 trials stopped at a rung" in html
     assert ("Winner: trial" in html) != ("No winner" in html)
-    # Raising the budget trains the new trials' r0 and nothing already trained.
+    runs = lambda: {p.parent.parent.name + "/" + p.parent.name: p.read_bytes()  # noqa: E731
+                    for p in (first / "results/runs").glob("*/r*/metrics.json")}  # fmt: skip
+    before = runs()
+    # Raising the budget trains the new round's trials and nothing already trained.
     cfg["studies"]["s"]["search"]["trials"] = 6
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    run_snakemake(tmp_path, "--cores", "2")
+    (first / "config.yaml").write_text(yaml.safe_dump(cfg))
+    run_snakemake(first, "--cores", "2")
     after = runs()
     assert {k: after[k] for k in before} == before
     table = pd.read_csv(folder / "trials.csv")
@@ -254,7 +302,205 @@ def test_e2e_a_search_proposes_the_same_trials_whatever_the_cores_and_a_raised_b
     assert json.loads((folder / "round-2.json").read_text())["round"] == 2
     # Lowering it trains nothing.
     cfg["studies"]["s"]["search"]["trials"] = 4
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    run_snakemake(tmp_path, "--cores", "2")
+    (first / "config.yaml").write_text(yaml.safe_dump(cfg))
+    run_snakemake(first, "--cores", "2")
     assert set(runs()) == set(after)
-    assert Path(folder / "trials.csv").exists() and len(pd.read_csv(folder / "trials.csv")) == 4
+    assert len(pd.read_csv(folder / "trials.csv")) == 4
+
+
+# --------------------------------------------------------------------------- successive halving
+
+
+def halving_config(startup_trials: int = 10, **halving) -> dict:
+    cfg = search_config(halving={"min_epochs": 2, "eta": 2, **halving},
+                        startup_trials=startup_trials)  # fmt: skip
+    cfg["baselines"]["b"]["training"]["epochs"] = 8
+    return cfg
+
+
+def test_rungs_multiply_by_eta_below_the_full_budget_and_enter_the_request():
+    assert search.rung_epochs({"min_epochs": 2, "eta": 2}, 8) == [2, 4]
+    assert search.rung_epochs({"min_epochs": 1, "eta": 3}, 10) == [1, 3, 9]
+    assert search.rung_epochs({"min_epochs": 8, "eta": 2}, 8) == []
+    assert search.rung_epochs(None, 8) == []
+    request = request_of(halving_config())
+    assert request["halving"] == {"rungs": [2, 4], "eta": 2, "epochs": 8}
+    # other rungs are another search: its rounds are not this one's
+    other = request_of(halving_config(eta=3))
+    assert search.request_key(other) != search.request_key(request)
+    assert request_of(search_config())["halving"] is None
+    assert [search.promoted_count(n, 3) for n in (1, 2, 3, 8, 9)] == [1, 1, 1, 2, 3]
+
+
+def test_halving_refuses_epochs_in_the_space():
+    cfg = halving_config()
+    cfg["studies"]["s"]["space"]["training.epochs"] = {"low": 2, "high": 8}
+    with pytest.raises(ConfigError, match="training.epochs outside the space"):
+        plan_of(cfg)
+
+
+def rung_records(scores: dict, epochs: int) -> dict:
+    """Rung records of experiments e<n>: None scores diverged."""
+    return {
+        f"e{n}": {"status": "diverged" if s is None else "ok", "best_val_accuracy": s,
+                  "epochs_run": epochs}
+        for n, s in scores.items()
+    }  # fmt: skip
+
+
+def halve(request: dict, rounds: list, score) -> list:
+    """The rung files of each round, each trial scored `score(trial, epochs)`."""
+    out = []
+    for k, rnd in enumerate(rounds):
+        rungs = []
+        for j, epochs in enumerate(search.rungs_of(request)):
+            alive = search.alive_at(rnd, rungs, j)
+            scores = {t: score(t, epochs) for t in alive}
+            records = rung_records(scores, epochs)
+            rungs.append(search.select_rung(request, k, j, {t: f"e{t}" for t in alive}, records))
+        out.append(rungs)
+    return out
+
+
+def test_a_rung_promotes_the_best_half_and_never_a_diverged_trial():
+    request = request_of(halving_config())
+    (rnd,) = run_search(request, [4])
+    numbers = [t["trial"] for t in rnd["trials"]]
+    scores = dict(zip(numbers, [0.2, None, 0.9, 0.5]))
+    rung = search.select_rung(request, 0, 0, {t: f"e{t}" for t in numbers},
+                              rung_records(scores, 2))  # fmt: skip
+    assert rung["epochs"] == 2 and rung["promoted"] == sorted([numbers[2], numbers[3]])
+    assert rung["trials"][str(numbers[1])]["status"] == "diverged"
+    # all diverged but one: only the scored one goes on (no diverged trial is ever promoted)
+    scores = dict(zip(numbers, [None, None, None, 0.5]))
+    rung = search.select_rung(request, 0, 0, {t: f"e{t}" for t in numbers},
+                              rung_records(scores, 2))  # fmt: skip
+    assert rung["promoted"] == [numbers[3]]
+    # lower is better for a regression score: the smallest MAE goes on
+    minimize = {**request, "direction": "minimize", "metric": "mae"}
+    records = {f"e{t}": {"status": "ok", "best_val_mae": v, "epochs_run": 2}
+               for t, v in zip(numbers, [3.0, 1.0, 2.0, 4.0])}  # fmt: skip
+    rung = search.select_rung(minimize, 0, 0, {t: f"e{t}" for t in numbers}, records)
+    assert rung["promoted"] == sorted([numbers[1], numbers[2]])
+
+
+def test_pruned_trials_are_told_as_pruned_ranked_after_full_ones_and_never_retested():
+    request = request_of(halving_config(startup_trials=2))
+    lr = {}
+
+    def score(t, epochs):  # a higher learning rate scores higher, more so with more epochs
+        return None if t == 1 else 0.3 + 0.05 * epochs + 0.2 * math.log10(lr[t])
+
+    rounds, rungs = [], []
+    for size in (4, 4):
+        outcomes_so_far = search.outcomes(request, rounds, rungs, exps_of(rounds),
+                                          full_metrics(request, rounds, rungs, score))  # fmt: skip
+        rounds.append(search.propose(request, rounds, outcomes_so_far, size))
+        lr.update(
+            {t["trial"]: t["params"]["optimizer.learning_rate"] for t in rounds[-1]["trials"]}
+        )
+        rungs = halve(request, rounds, score)
+    # the same files propose the same trials again (the replay reports the rung scores and
+    # tells pruned trials as pruned, as one sequential Optuna process would)
+    again = search.propose(request, rounds[:1], search.outcomes(
+        request, rounds[:1], rungs[:1], exps_of(rounds[:1]),
+        full_metrics(request, rounds[:1], rungs[:1], score)), 4)  # fmt: skip
+    assert again == rounds[1]
+    metrics = full_metrics(request, rounds, rungs, score)
+    table = search.trials_table(request, rounds, exps_of(rounds), metrics, rungs)
+    full = table[table["status"] == "ok"]
+    assert len(full) == 2 and set(full["epochs"]) == {8}  # 4 -> 2 -> 1 per round
+    pruned = table[table["status"] == "pruned"]
+    assert len(pruned) == 5 and set(pruned["epochs"]) <= {2, 4}
+    assert table.loc[table["trial"] == 1, "status"].item() == "diverged"
+    order = table.sort_values("rank")
+    assert list(order["status"]) == ["ok"] * 2 + ["pruned"] * 5 + ["diverged"]
+    assert list(order[order["status"] == "pruned"]["epochs"]) == sorted(
+        pruned["epochs"], reverse=True
+    )
+    # best so far counts full-budget trials only
+    assert table["best_so_far"].max() == pytest.approx(full["score"].max())
+    chosen = search.retest_choice(table, rounds, 3, reference="none")["retest"]
+    assert {c["trial"] for c in chosen} == set(full["trial"])
+
+
+def exps_of(rounds: list) -> dict:
+    return {t["trial"]: f"e{t['trial']}" for r in rounds for t in r["trials"]}
+
+
+def full_metrics(request: dict, rounds: list, rungs: list, score) -> dict:
+    """metrics.json of the trials that trained the full budget."""
+    full = search.full_trials(request, rounds, rungs, exps_of(rounds))
+    epochs = request["halving"]["epochs"]
+    return rung_records({t: score(t, epochs) for t in full}, epochs)
+
+
+def test_the_plan_reads_the_written_rungs_to_know_what_each_job_waits_for(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    plan = plan_of(halving_config())
+    request = plan.studies["s"].search["request"]
+    (rnd,) = run_search(request, [3])
+    write = lambda path, data: (Path(path).parent.mkdir(parents=True, exist_ok=True),  # noqa: E731
+                                Path(path).write_text(json.dumps(data)))  # fmt: skip
+    write(plan.search_round_file("s", 0), rnd)
+    found = plan.search_inputs("s", 1)
+    trials = found["trials"]
+    assert len(trials) == 3 and found["metrics"] == [] and found["stopped"] == []
+    assert found["rungs"] == [plan.search_rung_file("s", 0, j) for j in (0, 1)]
+    assert plan.rung_trials("s", 0, 0) == trials and plan.rung_trials("s", 0, 1) == {}
+    records = rung_records({int(t): 0.1 * int(t) for t in trials}, 2)
+    records = {trials[f"{n[1:]}"]: r for n, r in records.items()}
+    rung0 = search.select_rung(request, 0, 0, trials, records)
+    write(plan.search_rung_file("s", 0, 0), rung0)
+    assert plan.rung_trials("s", 0, 1) == {str(t): trials[str(t)] for t in rung0["promoted"]}
+    (best,) = rung0["promoted"]
+    rung1 = search.select_rung(request, 0, 1, {str(best): trials[str(best)]},
+                               {trials[str(best)]: {"status": "ok", "best_val_accuracy": 0.5,
+                                                    "epochs_run": 4}})  # fmt: skip
+    write(plan.search_rung_file("s", 0, 1), rung1)
+    found = plan.search_inputs("s", 1)
+    assert found["metrics"] == [search.trial_metrics(trials[str(best)])]
+    pruned = {trials[t] for t in trials if int(t) != best}
+    assert found["stopped"] == sorted(search.rung_record(e, 2) for e in pruned)
+    # a search trial's r0 trains alone (never in a group), so its score never depends on it
+    fused, grouped = plan.training_jobs(lambda exp, run: None)
+    assert not any(f"{e}/r0" in g.members for g in grouped for e in trials.values())
+
+
+@pytest.mark.e2e
+def test_a_promoted_trial_resumes_from_its_rung_backups_and_equals_a_straight_run(tmp_path):
+    """train_rung to 2 and 4 epochs, then the full run: the same history, byte for byte, as
+    the run trained straight through (with Dropout, whose random state the backup keeps)."""
+    from helpers import prepared_digits
+
+    from hpstudy import training
+
+    cfg = halving_config()
+    cfg["baselines"]["b"]["model"]["dropout"] = {"rate": 0.2}
+    plan = plan_of(cfg)
+    exp = next(iter(plan.experiments.values()))
+    spec = json.loads(exp.json)
+    data = prepared_digits(tmp_path, spec["data"])
+    outs = {}
+    for name in ("halved", "straight"):
+        run_dir = tmp_path / name / "r0"
+        outs[name] = {k: str(run_dir / f"{k}.{ext}") for k, ext in
+                      (("history", "csv"), ("timing", "csv"), ("metrics", "json"),
+                       ("model", "keras"))}  # fmt: skip
+    rungs = [training.train_rung(spec, data, tmp_path / "halved/r0" / f"rung-e{e}.json", 7,
+                                 exp.id, e) for e in (2, 4)]  # fmt: skip
+    assert [r["epochs_run"] for r in rungs] == [2, 4] and rungs[1]["timing"]["resumed_at"] == 2
+    assert (tmp_path / "halved/r0/backup/state.npz").exists()
+    training.train_run(spec, data, outs["halved"], 7, "r0", exp.id)
+    training.train_run(spec, data, outs["straight"], 7, "r0", exp.id)
+    halved, straight = (Path(outs[n]["history"]).read_bytes() for n in ("halved", "straight"))
+    assert halved == straight and len(straight.splitlines()) == 9
+    rows = pd.read_csv(outs["straight"]["history"])
+    assert [r["val_accuracy"] for r in rungs[1]["rows"]] == pytest.approx(
+        list(rows["val_accuracy"][:4]), rel=0, abs=0
+    )
+    assert not (tmp_path / "halved/r0/backup").exists()  # dropped once the run finished
+    # a rung below a backup that is further on reads it, without training
+    training.train_rung(spec, data, tmp_path / "straight/r0/rung-e4.json", 7, exp.id, 4)
+    late = training.train_rung(spec, data, tmp_path / "straight/r0/rung-e2.json", 7, exp.id, 2)
+    assert late["timing"]["resumed_at"] == 4 and late["rows"] == rungs[0]["rows"]

@@ -313,6 +313,13 @@ def check_study(name: str, cfg: dict, config: dict, files: Iterable[str | Path] 
         if "reference" in cfg and not cfg["reference"]:
             expected = "true: a search's re-tested trials are compared with its reference"
             raise invalid(files, [*path, "reference"], expected, cfg["reference"])
+        halving = (cfg.get("search") or {}).get("halving")
+        if halving and "training.epochs" in (cfg.get("space") or {}):
+            expected = (
+                "training.epochs outside the space when search.halving is set (successive "
+                "halving divides the reference's epochs into rungs)"
+            )
+            raise invalid(files, [*path, "space", "training.epochs"], expected, "training.epochs")
     if kind == "cv" and "repeats" in cfg:
         expected = "no repeats in a cv study (one run per fold)"
         raise invalid(files, [*path, "repeats"], expected, "repeats")

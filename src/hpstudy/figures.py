@@ -664,22 +664,32 @@ def plot_search(
     higher: bool,
     title: str,
     retested: list[int] = (),
+    curves: pd.DataFrame | None = None,
+    rungs: list[int] = (),
+    curve_label: str = "",
 ) -> None:
     """A search study's trials (trials.csv): the optimisation history (each trial's score and
     the best so far), one slice per searched key (score against its value; log axis where the
-    space is log) and parallel coordinates (every trial across the keys, coloured by score).
+    space is log), parallel coordinates (every trial across the keys, coloured by score) and,
+    given `curves` (curves.csv), each trial's validation curve up to where it stopped, with the
+    successive-halving `rungs` marked.
 
     `scales` maps each searched key to "log", "linear" or "categorical", in space order;
     `retested` are the trial numbers re-tested on fresh seeds (ringed, and drawn thicker).
+    Pruned trials (stopped at a rung) are left out of the slices and parallel coordinates: their
+    scores come from fewer epochs and are not comparable with the full-budget ones.
     """
     keys = list(scales)
     rows = math.ceil(len(keys) / SLICES_PER_ROW)
-    fig = plt.figure(figsize=(10, 3.2 + 2.6 * rows + 3.2), layout="constrained")
-    grid = fig.add_gridspec(2 + rows, SLICES_PER_ROW, height_ratios=[3.2] + [2.6] * rows + [3.2])
+    extra = curves is not None and len(curves) > 0
+    heights = [3.2] + [2.6] * rows + [3.2] + ([3.2] if extra else [])
+    fig = plt.figure(figsize=(10, sum(heights)), layout="constrained")
+    grid = fig.add_gridspec(len(heights), SLICES_PER_ROW, height_ratios=heights)
     done = table[table["status"] == "ok"]
-    failed = table[table["status"] != "ok"]
+    pruned = table[table["status"] == "pruned"]
+    failed = table[~table["status"].isin(["ok", "pruned"])]
     ring = table["trial"].isin(list(retested))
-    _history_panel(fig.add_subplot(grid[0, :]), table, done, failed, ring, label, higher)
+    _history_panel(fig.add_subplot(grid[0, :]), table, done, failed, ring, label, higher, pruned)
     slices = []
     for i, key in enumerate(keys):
         ax = fig.add_subplot(grid[1 + i // SLICES_PER_ROW, i % SLICES_PER_ROW])
@@ -688,15 +698,21 @@ def plot_search(
     if len(done):
         fig.colorbar(dots, ax=slices, label="trial (slices' colour)", fraction=0.03, pad=0.01)
     _search_parallel(fig.add_subplot(grid[1 + rows, :]), done, keys, scales, label, higher, ring)
-    fig.suptitle(_text(f"{title}: {len(table)} trials ({len(failed)} diverged)"))
+    if extra:
+        _curves_panel(fig.add_subplot(grid[2 + rows, :]), curves, rungs, curve_label, ring, table)
+    counts = f"{len(pruned)} pruned, " if rungs else ""
+    fig.suptitle(_text(f"{title}: {len(table)} trials ({counts}{len(failed)} diverged)"))
     save(fig, path)
 
 
-def _history_panel(ax, table, done, failed, ring, label: str, higher: bool) -> None:
+def _history_panel(ax, table, done, failed, ring, label: str, higher: bool, pruned=None) -> None:
     ax.scatter(done["trial"], done["score"], s=18, color=PALETTE[0], label="trial", zorder=3)
+    if pruned is not None and len(pruned):
+        ax.scatter(pruned["trial"], pruned["score"], s=14, color="#9a9a9a", marker="v",
+                   label="pruned (its score at the rung where it stopped)", zorder=2)  # fmt: skip
     best = pd.to_numeric(table["best_so_far"], errors="coerce")
     ax.step(table["trial"], best, where="post", color=REFERENCE_COLOUR, lw=1.3,
-            label=f"best so far ({'highest' if higher else 'lowest'})")  # fmt: skip
+            label=f"best so far ({'highest' if higher else 'lowest'}, full budget)")  # fmt: skip
     shown = table[ring & (table["status"] == "ok")]
     ax.scatter(shown["trial"], shown["score"], s=90, facecolors="none", edgecolors="#b3263e",
                lw=1.4, label="re-tested on fresh seeds", zorder=4)  # fmt: skip
@@ -707,6 +723,35 @@ def _history_panel(ax, table, done, failed, ring, label: str, higher: bool) -> N
     ax.set_xlabel("trial (proposal order)")
     ax.set_ylabel(_text(label))
     ax.set_title("Optimisation history", fontsize=10)
+    ax.legend(fontsize=8, loc="best")
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+
+
+def _curves_panel(ax, curves: pd.DataFrame, rungs, label: str, ring, table) -> None:
+    """Each trial's validation curve as far as it trained: full-budget trials in colour (the
+    re-tested ones thicker), pruned ones in grey ending in a triangle where they stopped;
+    dashed lines at the rungs' epochs."""
+    retested = set(table.loc[ring, "trial"])
+    for trial, curve in curves.groupby("trial", sort=True):
+        status = curve["status"].iloc[0]
+        values = pd.to_numeric(curve["value"], errors="coerce")
+        if status == "ok":
+            ax.plot(curve["epoch"], values, lw=2.0 if trial in retested else 0.9,
+                    color=PALETTE[0], alpha=0.9 if trial in retested else 0.5)  # fmt: skip
+        else:
+            ax.plot(curve["epoch"], values, lw=0.8, color="#9a9a9a", alpha=0.7)
+            last = values.last_valid_index()
+            if last is not None:
+                ax.scatter([curve["epoch"][last]], [values[last]], marker="v", s=14,
+                           color="#9a9a9a", zorder=3)  # fmt: skip
+    for k, epochs in enumerate(rungs):
+        ax.axvline(epochs, ls="--", lw=0.8, color=REFERENCE_COLOUR,
+                   label="rung (trials compared here)" if k == 0 else None)  # fmt: skip
+    ax.plot([], [], color=PALETTE[0], label="full budget")
+    ax.plot([], [], color="#9a9a9a", marker="v", ms=4, label="pruned (stopped here)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(_text(label))
+    ax.set_title("Learning curves: where each trial stopped", fontsize=10)
     ax.legend(fontsize=8, loc="best")
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
 
@@ -727,6 +772,7 @@ def _slice_panel(ax, done, key: str, scale: str, label: str | None):
         if scale == "log":
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())  # no overlapping 2x10^-1
     ax.set_title(_text(key), fontsize=9)
     ax.tick_params(labelsize=7)
     if label:

@@ -581,6 +581,67 @@ class Plan:
             rounds.append(proposed)
         return rounds
 
+    def search_rung_file(self, slug: str, k: int, j: int) -> str:
+        """Where rung `j` of round `k` of a search study is written (checkpoint search_rung)."""
+        return f"{self.studies[slug].dir}/search/round-{k}-rung-{j}.json"
+
+    def written_rungs(self, slug: str, k: int) -> list[dict]:
+        """The rung files of round `k` that earlier jobs wrote for the current request, in
+        order, up to the first one missing."""
+        request = self.studies[slug].search["request"]
+        key, rungs = search.request_key(request), []
+        for j in range(len(search.rungs_of(request))):
+            rung = _read_json(Path(self.search_rung_file(slug, k, j)))
+            if rung is None or rung.get("request") != key:
+                break
+            rungs.append(rung)
+        return rungs
+
+    def search_inputs(self, slug: str, k: int | None = None) -> dict:
+        """What a job that scores the trials of rounds 0..k-1 (all by default) reads, as far as
+        the written round and rung files tell (a job waits for those missing, and its inputs are
+        evaluated again once they are written): `rounds` and `rungs`, their files; `metrics` and
+        `histories`, those of the trials that trained the full budget; `stopped`, the last rung
+        record of each trial that stopped at a rung; `trials`, {trial: experiment}."""
+        study = self.studies[slug]
+        request = study.search["request"]
+        n = len(study.search["rounds"]) if k is None else k
+        rounds = self.written_rounds(slug, n)
+        trials = {int(t): e for t, e in self.add_search_rounds(slug, rounds).items()}
+        rungs = [self.written_rungs(slug, j) for j in range(len(rounds))]
+        full = sorted(set(search.full_trials(request, rounds, rungs, trials).values()))
+        return {
+            "rounds": [self.search_round_file(slug, j) for j in range(n)],
+            "rungs": [
+                self.search_rung_file(slug, j, r)
+                for j in range(n)
+                for r in range(len(search.rungs_of(request)))
+            ],
+            "metrics": [search.trial_metrics(exp) for exp in full],
+            "histories": [search.trial_history(exp) for exp in full],
+            "stopped": sorted(set(search.last_rungs(request, rounds, rungs, trials).values())),
+            "trials": {str(t): e for t, e in sorted(trials.items())},
+        }
+
+    def rung_trials(self, slug: str, k: int, j: int) -> dict:
+        """{trial: experiment} of the trials that rung `j` of round `k` compares (empty while
+        the round or the rung before it is not written)."""
+        rounds = self.written_rounds(slug, k + 1)
+        if len(rounds) <= k:
+            return {}
+        trials = self.add_search_rounds(slug, rounds)
+        alive = search.alive_at(rounds[k], self.written_rungs(slug, k), j)
+        return {str(t): trials[str(t)] for t in alive or []}
+
+    def search_trial_experiments(self) -> set:
+        """The experiments of the search trials planned so far (their r0 trains alone)."""
+        return {
+            exp
+            for study in self.studies.values()
+            if study.kind == "search"
+            for exp in study.search["trials"].values()
+        }
+
     def load_searches(self) -> None:
         """Plan each search study's rounds and re-test from the files an earlier run wrote, where
         they belong to the current request (a job started on a cluster node re-reads the
@@ -644,10 +705,16 @@ class Plan:
         unfused = self.not_fused()
         # One repeat too: lowered to 1, r0 still comes from the fused job that trained it.
         counts = self._repeat_counts(minimum=1)
+        # A search trial's r0 trains alone (`train`), whether or not it was interrupted, so its
+        # score, which the next rounds' proposals read, never depends on how it was fused; under
+        # successive halving it also resumes from its rung's backup.
+        searched = self.search_trial_experiments()
         for exp, n in ((e, n) for e, n in counts.items() if e not in unfused):
             done, covered = [], set()
             for name in (f"r{k}" for k in range(n)):
                 runs = None if name in covered else trained_with(exp, name)
+                if runs is None and name == "r0" and exp in searched:
+                    covered.add(name)
                 if runs is None:
                     continue
                 if any("/" in r for r in runs):  # trained in a group of experiments
@@ -1011,7 +1078,9 @@ class _Builder:
             checks.check_spec(spec, [*path, param.name], self.files)
         fixed = {k: _safe_get(reference, k) for k in search.conditioned_paths(cfg["space"])}
         return {
-            "request": search.make_request(name, cfg, reference["data"]["task"], fixed),
+            "request": search.make_request(
+                name, cfg, reference["data"]["task"], fixed, reference["training"]["epochs"]
+            ),
             "rounds": search.round_sizes(cfg["search"]),
             "retest": cfg["search"]["retest"],
             "trials": {},

@@ -159,13 +159,15 @@ def conditioned_paths(space: dict) -> list[str]:
     return sorted(read - set(space))
 
 
-def make_request(name: str, cfg: dict, task: str, fixed: dict) -> dict:
+def make_request(name: str, cfg: dict, task: str, fixed: dict, epochs: int) -> dict:
     """What a search's proposals depend on, as plain data (the params of its round jobs).
 
     `fixed` holds the reference's values of `conditioned_paths` (None where it has none), so a
-    changed reference re-proposes where a condition reads it."""
+    changed reference re-proposes where a condition reads it. `epochs` is the reference's (the
+    full budget a trial trains, and what successive halving's rungs divide)."""
     settings = cfg["search"]
     metric = metric_of(task)
+    halving = settings.get("halving")
     return {
         "study": name,
         # pairs, not a mapping: the order is the proposal order, and canonical JSON sorts keys
@@ -176,7 +178,35 @@ def make_request(name: str, cfg: dict, task: str, fixed: dict) -> dict:
         "metric": metric,
         "direction": "maximize" if GREATER_IS_BETTER[metric] else "minimize",
         "reference": fixed,
+        # successive halving: the rungs' epochs below the full budget, and the fraction kept
+        "halving": (
+            {"rungs": rung_epochs(halving, epochs), "eta": halving["eta"], "epochs": epochs}
+            if halving
+            else None
+        ),
     }
+
+
+def rung_epochs(halving: dict | None, epochs: int) -> list[int]:
+    """The epochs at which successive halving compares a round's trials: `min_epochs`, then
+    each times `eta`, while below `epochs` (the full budget, which the survivors train)."""
+    rungs = []
+    if halving:
+        at = halving["min_epochs"]
+        while at < epochs:
+            rungs.append(at)
+            at *= halving["eta"]
+    return rungs
+
+
+def rungs_of(request: dict) -> list[int]:
+    """The request's rung epochs (none without successive halving)."""
+    return (request.get("halving") or {}).get("rungs", [])
+
+
+def promoted_count(alive: int, eta: int) -> int:
+    """How many of `alive` trials a rung promotes: the best 1/eta of them (at least one)."""
+    return max(1, alive // eta)
 
 
 def request_key(request: dict) -> str:
@@ -218,13 +248,27 @@ def _ask(study, space: list[Param], reference: dict) -> tuple[Any, dict]:
     return trial, values
 
 
-def _tell(study, trial, score: float | None) -> None:
+def _finite(score) -> bool:
+    return score is not None and math.isfinite(score)
+
+
+def _tell(study, trial, outcome) -> None:
+    """Tell Optuna a trial's outcome: a score (None: failed), or an `outcomes` entry, whose rung
+    scores are reported as intermediate values and which is told as pruned if it stopped at a
+    rung (Optuna then ranks it by its last rung's score, as its pruners' trials)."""
     from optuna.trial import TrialState
 
-    if score is None or not math.isfinite(score):
-        study.tell(trial, state=TrialState.FAIL)
+    if not isinstance(outcome, dict):
+        outcome = {"state": "complete", "value": outcome, "steps": []}
+    for epochs, score in outcome["steps"]:
+        if _finite(score):
+            trial.report(score, epochs)
+    if outcome["state"] == "complete" and _finite(outcome["value"]):
+        study.tell(trial, outcome["value"])
+    elif outcome["state"] == "pruned" and _finite(outcome["value"]):
+        study.tell(trial, state=TrialState.PRUNED)
     else:
-        study.tell(trial, score)
+        study.tell(trial, state=TrialState.FAIL)
 
 
 class ReplayError(RuntimeError):
@@ -236,7 +280,8 @@ def propose(request: dict, rounds: list[dict], scores: dict, size: int) -> dict:
     """Round `len(rounds)` of the search: `size` new trials, after replaying `rounds`.
 
     `rounds` are the earlier round files in order; `scores` maps a trial number to its score
-    (None: diverged, or no finite score). Returns the round file's content.
+    (None: diverged, or no finite score) or to its `outcomes` entry (successive halving).
+    Returns the round file's content.
     """
     import optuna
 
@@ -282,42 +327,144 @@ def score_of(metrics: dict, metric: str) -> float | None:
     return float(value)
 
 
-TRIAL_COLUMNS = ("trial", "round", "experiment", "score", "status", "best_so_far", "rank")
+def select_rung(request: dict, k: int, j: int, alive: dict, records: dict) -> dict:
+    """Rung `j` of round `k` (checkpoint search_rung): the trials `alive` there (number ->
+    experiment) scored from their `records` (experiment -> its run's rung record, trained to the
+    rung's epochs), and the best `promoted_count` of them with a finite score, which train on.
+
+    Synchronous successive halving: a rung compares all of its round's trials at once, so what
+    it promotes does not depend on the order in which their jobs finish (asynchronous halving,
+    ASHA, promotes as results arrive, which makes the search depend on the cluster's timing).
+    """
+    halving = request["halving"]
+    higher = request["direction"] == "maximize"
+    entries = {}
+    for t, exp in alive.items():
+        record = records[exp]
+        entries[int(t)] = {
+            "score": score_of(record, request["metric"]),
+            "status": str(record.get("status", "failed")),
+            "epochs_run": record.get("epochs_run"),
+        }
+    signed = {t: e["score"] if higher or e["score"] is None else -e["score"]
+              for t, e in entries.items()}  # fmt: skip
+    order = sorted(entries, key=lambda t: _rank_key(signed[t], t))
+    scored = [t for t in order if entries[t]["score"] is not None]
+    return {
+        "study": request["study"],
+        "round": k,
+        "rung": j,
+        "epochs": halving["rungs"][j],
+        "request": request_key(request),
+        "trials": {str(t): entries[t] for t in sorted(entries)},
+        "promoted": sorted(scored[: promoted_count(len(entries), halving["eta"])]),
+    }
 
 
-def trials_table(request: dict, rounds: list[dict], trials: dict, metrics: dict) -> pd.DataFrame:
+def alive_at(rnd: dict, rungs: list[dict], j: int) -> list[int] | None:
+    """The trials of round `rnd` that rung `j` compares: all of them at rung 0, then those the
+    rung before promoted (None while that rung is not written)."""
+    if j == 0:
+        return [t["trial"] for t in rnd["trials"]]
+    return rungs[j - 1]["promoted"] if len(rungs) >= j else None
+
+
+def completed(request: dict, rnd: dict, rungs: list[dict]) -> list[int] | None:
+    """The trials of a round that train the full budget: all of them without halving, else
+    those its last rung promoted (None while that rung is not written)."""
+    n = len(rungs_of(request))
+    return alive_at(rnd, rungs, n) if n else [t["trial"] for t in rnd["trials"]]
+
+
+def outcomes(request: dict, rounds: list[dict], rungs: list[list[dict]], trials: dict,
+             metrics: dict) -> dict:  # fmt: skip
+    """Each trial of `rounds`, as far as it went: {trial: {"state", "value", "status",
+    "epochs", "steps"}}.
+
+    `rungs[k]` are round k's rung files in order (empty without halving); `trials` maps a trial
+    number to its experiment and `metrics` an experiment to its r0 metrics.json, for the trials
+    that trained the full budget. `state` is
+    complete, pruned (stopped at a rung: `value` is its score there) or failed (no finite
+    score); `steps` are its [epochs, score] at each rung it reached; `epochs` the epochs it ran.
+    """
+    found = {}
+    for k, rnd in enumerate(rounds):
+        full = set(completed(request, rnd, rungs[k]) or [])
+        for t in rnd["trials"]:
+            number = t["trial"]
+            steps, last = [], None
+            for rung in rungs[k]:
+                if str(number) in rung["trials"]:
+                    last = rung["trials"][str(number)]
+                    steps.append([rung["epochs"], last["score"]])
+            if number in full:
+                m = metrics[trials[number]]
+                value, status, epochs = (
+                    score_of(m, request["metric"]),
+                    m.get("status"),
+                    m.get("epochs_run"),
+                )
+                state = "complete"
+            else:
+                value, status, epochs = last["score"], last["status"], last["epochs_run"]
+                state = "pruned"
+            found[number] = {
+                "state": state if value is not None else "failed",
+                "value": value,
+                "status": "ok" if value is not None else str(status or "failed"),
+                "epochs": epochs,
+                "steps": steps,
+            }
+    return found
+
+
+TRIAL_COLUMNS = ("trial", "round", "experiment", "score", "status", "epochs", "best_so_far",
+                 "rank")  # fmt: skip
+
+
+def trials_table(request: dict, rounds: list[dict], trials: dict, metrics: dict,
+                 rungs: list[list[dict]] | None = None) -> pd.DataFrame:  # fmt: skip
     """trials.csv: one row per trial, in trial order.
 
     `trials` maps a trial number to its experiment id, `metrics` an experiment id to its r0
-    metrics.json. Columns: trial, round, experiment, the space's keys (empty where a
-    conditional key did not exist), score, status (ok / diverged), best_so_far (the best score
-    of trials 0..n), rank (1 = best; ties by trial number; diverged trials last) and
-    `duplicate_of` (the first trial with the same experiment, if any).
+    metrics.json (the trials that trained the full budget), `rungs` each round's rung files
+    (successive halving; none by default). Columns: trial, round, experiment, the space's keys
+    (empty where a conditional key did not exist), score, status (ok; pruned: stopped at a rung,
+    its score that rung's; diverged), epochs (trained), best_so_far (the best full-budget score
+    of trials 0..n), rank (1 = best: full-budget trials by score, then pruned ones, those that
+    went further first, then failed ones; ties by trial number) and `duplicate_of` (the first
+    trial with the same experiment, if any).
     """
     higher = request["direction"] == "maximize"
     space = [p.name for p in space_of(request)]
+    found = outcomes(request, rounds, rungs or [[] for _ in rounds], trials, metrics)
     rows, first = [], {}
     for rnd in rounds:
         for t in rnd["trials"]:
-            exp = trials[t["trial"]]
-            m = metrics[exp]
-            score = score_of(m, request["metric"])
+            exp, outcome = trials[t["trial"]], found[t["trial"]]
             rows.append({
                 "trial": t["trial"],
                 "round": rnd["round"],
                 "experiment": exp,
                 **{name: _cell(t["params"].get(name)) for name in space},
-                "score": score,
-                "status": "ok" if score is not None else str(m.get("status", "failed")),
+                "score": outcome["value"],
+                "status": "pruned" if outcome["state"] == "pruned" else outcome["status"],
+                "epochs": outcome["epochs"],
                 "duplicate_of": first.get(exp),
             })  # fmt: skip
             first.setdefault(exp, t["trial"])
-    table = pd.DataFrame(rows, columns=[*TRIAL_COLUMNS[:3], *space, "score", "status",
+    table = pd.DataFrame(rows, columns=[*TRIAL_COLUMNS[:3], *space, "score", "status", "epochs",
                                         "duplicate_of"])  # fmt: skip
     scores = pd.to_numeric(table["score"], errors="coerce")
-    table["best_so_far"] = (scores.cummax() if higher else scores.cummin()).ffill()
+    full = scores.where(table["status"] == "ok")
+    table["best_so_far"] = (full.cummax() if higher else full.cummin()).ffill()
     signed = (scores if higher else -scores).tolist()
-    order = sorted(range(len(table)), key=lambda i: _rank_key(signed[i], rows[i]["trial"]))
+    # full-budget trials, then pruned ones (those that went further first), then failed ones
+    ranked = [(0, 0) if r["status"] == "ok" else (1, -r["epochs"]) if r["status"] == "pruned"
+              else (2, 0) for r in rows]  # fmt: skip
+    order = sorted(
+        range(len(table)), key=lambda i: (*ranked[i], *_rank_key(signed[i], rows[i]["trial"]))
+    )
     table["rank"] = 0
     for rank, i in enumerate(order, start=1):
         table.loc[i, "rank"] = rank
@@ -440,6 +587,11 @@ def trial_metrics(experiment: str) -> str:
     return f"results/runs/{experiment}/r0/metrics.json"
 
 
+def trial_history(experiment: str) -> str:
+    """The history.csv of a trial's run r0."""
+    return f"results/runs/{experiment}/r0/history.csv"
+
+
 def _read(path) -> Any:
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
@@ -451,31 +603,115 @@ def _write_json(data: Any, path) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def write_round(request: dict, previous: list, trials: dict, size: int, out) -> dict:
+def rung_record(experiment: str, epochs: int) -> str:
+    """A trial's rung record: its run r0 trained to `epochs` (rule train_rung), whose epoch
+    backup the next rung, or the full run, resumes from."""
+    return f"results/runs/{experiment}/r0/rung-e{epochs}.json"
+
+
+def by_round(rounds: list[dict], rung_files: list[dict]) -> list[list[dict]]:
+    """The rung files of each round, in rung order."""
+    rungs: list[list[dict]] = [[] for _ in rounds]
+    for rung in sorted(rung_files, key=lambda r: (r["round"], r["rung"])):
+        rungs[rung["round"]].append(rung)
+    return rungs
+
+
+def full_trials(request: dict, rounds: list[dict], rungs: list[list[dict]], trials: dict) -> dict:
+    """{trial: experiment} of the trials that train the full budget, as far as the written
+    rung files tell (`trials`: number -> experiment)."""
+    out = {}
+    for k, rnd in enumerate(rounds):
+        for number in completed(request, rnd, rungs[k] if k < len(rungs) else []) or []:
+            out[number] = trials[number]
+    return out
+
+
+def last_rungs(request: dict, rounds: list[dict], rungs: list[list[dict]], trials: dict) -> dict:
+    """{trial: rung record path} of the trials that stopped at a rung (the last they reached)."""
+    full = full_trials(request, rounds, rungs, trials)
+    out = {}
+    for k in range(len(rounds)):
+        for rung in rungs[k]:
+            for number in map(int, rung["trials"]):
+                if number not in full:
+                    out[number] = rung_record(trials[number], rung["epochs"])
+    return out
+
+
+def _outcomes_from_files(request: dict, rounds: list[dict], rung_paths: list, trials: dict):
+    rungs = by_round(rounds, [_read(p) for p in rung_paths])
+    full = full_trials(request, rounds, rungs, trials)
+    metrics = {exp: _read(trial_metrics(exp)) for exp in set(full.values())}
+    return rungs, metrics, outcomes(request, rounds, rungs, trials, metrics)
+
+
+def write_round(request: dict, previous: list, rung_paths: list, trials: dict, size: int,
+                out) -> dict:  # fmt: skip
     """Checkpoint search_round: propose the next round after the `previous` round files, whose
-    trials (`trials`: number -> experiment) are scored from their runs; write it to `out`."""
+    trials (`trials`: number -> experiment) are scored from their runs (and, under successive
+    halving, from their rounds' `rung_paths` files); write it to `out`."""
     rounds = [_read(p) for p in previous]
-    scores = {
-        int(t): score_of(_read(trial_metrics(exp)), request["metric"]) for t, exp in trials.items()
-    }
-    proposed = propose(request, rounds, scores, size)
+    trials = {int(t): exp for t, exp in trials.items()}
+    _, _, found = _outcomes_from_files(request, rounds, rung_paths, trials)
+    proposed = propose(request, rounds, found, size)
     _write_json(proposed, out)
     return proposed
 
 
-def select(request: dict, paths: list, trials: dict, k: int, reference: str, out_trials,
-           out_retest) -> dict:  # fmt: skip
-    """Checkpoint select_search: trials.csv (every trial, scored and ranked) and retest.json
-    (the `k` best distinct trials to train again on fresh seeds; never the `reference`)."""
+def write_rung(request: dict, k: int, j: int, alive: dict, out) -> dict:
+    """Checkpoint search_rung: rung `j` of round `k` (`select_rung`), from the rung records of
+    the trials `alive` there (number -> experiment); write it to `out`."""
+    epochs = request["halving"]["rungs"][j]
+    records = {exp: _read(rung_record(exp, epochs)) for exp in set(alive.values())}
+    chosen = select_rung(request, k, j, alive, records)
+    _write_json(chosen, out)
+    return chosen
+
+
+CURVE_COLUMNS = ("trial", "experiment", "epoch", "value", "status")
+
+
+def curves_table(request: dict, table: pd.DataFrame, histories: dict, rows: dict) -> pd.DataFrame:
+    """curves.csv: each trial's validation curve of the score's metric (`val_<metric>`), epoch
+    by epoch, as far as it trained: a full-budget trial's from its history.csv (`histories`:
+    experiment -> frame), a pruned one's from its last rung record (`rows`: trial -> rows)."""
+    column = f"val_{request['metric']}"
+    out = []
+    for record in table.to_dict("records"):
+        trial = int(record["trial"])
+        if trial in rows:
+            frame = pd.DataFrame(rows[trial], columns=["epoch", column])
+        else:
+            frame = histories[record["experiment"]][["epoch", column]]
+        for epoch, value in frame.itertuples(index=False):
+            out.append((trial, record["experiment"], int(epoch), value, record["status"]))
+    return pd.DataFrame(out, columns=CURVE_COLUMNS)
+
+
+def select(request: dict, paths: list, rung_paths: list, trials: dict, k: int, reference: str,
+           out: dict) -> dict:  # fmt: skip
+    """Checkpoint select_search: `out["trials"]`, trials.csv (every trial, scored and ranked),
+    `out["curves"]`, curves.csv (`curves_table`), and `out["retest"]`, retest.json (the `k`
+    best distinct full-budget trials to train again on fresh seeds; never the `reference`)."""
     from .io import atomic_path
 
     rounds = [_read(p) for p in paths]
-    metrics = {exp: _read(trial_metrics(exp)) for exp in set(trials.values())}
-    table = trials_table(request, rounds, {int(t): e for t, e in trials.items()}, metrics)
-    with atomic_path(out_trials) as tmp:
-        table.to_csv(tmp, index=False)
+    trials = {int(t): e for t, e in trials.items()}
+    rungs, metrics, _ = _outcomes_from_files(request, rounds, rung_paths, trials)
+    table = trials_table(request, rounds, trials, metrics, rungs)
+    stopped = {
+        t: _read(path)["rows"] for t, path in last_rungs(request, rounds, rungs, trials).items()
+    }
+    histories = {exp: pd.read_csv(trial_history(exp)) for exp in metrics}
+    for name, frame in (
+        ("trials", table),
+        ("curves", curves_table(request, table, histories, stopped)),
+    ):
+        with atomic_path(out[name]) as tmp:
+            frame.to_csv(tmp, index=False)
     chosen = retest_choice(table, rounds, k, reference) | {"request": request_key(request)}
-    _write_json(chosen, out_retest)
+    _write_json(chosen, out["retest"])
     return chosen
 
 

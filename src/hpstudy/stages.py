@@ -61,6 +61,14 @@ class Combination(TypedDict):
     winners: list[Winner]
 
 
+class SearchHalving(TypedDict):
+    """Successive halving within each round of a search (`search.make_request`)."""
+
+    rungs: list[int]  # the epochs at which a round's trials are compared, below `epochs`
+    eta: int  # each rung keeps the best 1/eta (at least one)
+    epochs: int  # the full budget: the reference's epochs
+
+
 class SearchRequest(TypedDict):
     """What a search's proposals depend on (`search.make_request`): its round jobs' params."""
 
@@ -72,6 +80,7 @@ class SearchRequest(TypedDict):
     metric: str  # the score: best validation value of this metric
     direction: str  # maximize or minimize
     reference: dict[str, Any]  # the reference's values of the paths `when` reads
+    halving: SearchHalving | None  # None: every trial trains the full budget
 
 
 class SearchTrial(TypedDict):

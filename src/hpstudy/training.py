@@ -488,6 +488,67 @@ def train_run(
     return metrics
 
 
+def train_rung(
+    spec: dict,
+    data_path: str | Path,
+    out: str | Path,
+    seed: int,
+    experiment: str,
+    epochs: int,
+    device: str = "CPU",
+    lr_suggestion: str | Path | None = None,
+) -> dict:
+    """Train run r0 of a search trial up to `epochs` (a successive-halving rung) and write its
+    rung record `out`: the history rows so far, their summary (the score) and the status.
+
+    The run is the trial's own (`spec`, `seed`), trained exactly as `train_run` would: its epoch
+    backup (beside `out`, `backup/`) is kept, so the next rung, or the full run if the trial is
+    promoted to the end, continues from it instead of starting over, and its history has no
+    restart. A backup already past `epochs` (a later rung) is read, not retrained. A run that
+    diverges or stops early before `epochs` is a result like any other (`finished`).
+    """
+    started = time.time()
+    spec, _ = lr_range.resolve_learning_rate(spec, lr_suggestion)
+    arrays, info = load_inputs(spec["data"], data_path, None)
+    model = build_compiled(spec, info, seed, sample=arrays["x_train"][:8])
+    recorder = Recorder(spec["data"]["task"])
+    stateful = training_callbacks(spec["training"])
+    checkpoint = Checkpoint(Path(out).parent / "backup", recorder, stateful)
+    checkpoint.set_model(model)
+    initial_epoch = checkpoint.restore()
+    callbacks = [recorder, *stateful, checkpoint]
+    with checkpoint.on_termination(epochs):
+        fit(model, arrays, {**spec["training"], "epochs": epochs}, seed, initial_epoch, callbacks)
+    with finish_first():
+        rows = recorder.rows[:epochs]
+        diverged = first_non_finite(rows)
+        stopped = any(getattr(c, "stopped", False) for c in stateful)
+        record = {
+            "experiment": experiment,
+            "run": "r0",
+            "seed": seed,
+            "rung_epochs": epochs,
+            "task": spec["data"]["task"],
+            "primary_metric": PRIMARY_METRIC[spec["data"]["task"]],
+            "epochs_planned": spec["training"]["epochs"],
+            "epochs_run": len(rows),
+            "status": "diverged" if diverged else "ok",
+            "diverged_epoch": diverged,
+            # trained as far as it will go: diverged or stopped early before the rung
+            "finished": bool(diverged) or (stopped and len(rows) < epochs),
+            "training_version": TRAINING_VERSION,
+            **summarise(rows, spec["data"]["task"]),
+            "rows": [{k: _number(v) if k != "epoch" else v for k, v in r.items()} for r in rows],
+            "timing": {
+                "wall_seconds": round(time.time() - started, 3),
+                "resumed_at": initial_epoch,
+            },  # fmt: skip
+            "host": host_facts(device),
+        }
+        atomic_write_text(out, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return record
+
+
 def load_inputs(data: dict, data_path: str | Path, fold: tuple[int, int] | None):
     """The prepared arrays and their description; fold (i, k) of the training split if given."""
     arrays, info = prepare.load(data_path)

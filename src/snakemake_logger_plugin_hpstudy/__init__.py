@@ -35,10 +35,12 @@ from snakemake_interface_logger_plugins.base import LogHandlerBase
 from snakemake_interface_logger_plugins.common import LogEvent
 from snakemake_interface_logger_plugins.settings import LogHandlerSettingsBase
 
-#: Rules whose jobs train (the fused ones are train_<R>_repeats and train_r3_r4).
 #: The most scores one "trained" line shows.
 SHOWN_SCORES = 9
+#: Rules whose jobs train (the fused ones are train_<R>_repeats and train_r3_r4).
 TRAINING = re.compile(r"^(train|train_\w+|lr_range)$")
+#: A search trial's rung record (rule train_rung).
+RUNG = re.compile(r"/rung-e\d+\.json$")
 #: Snakemake's routine lines, which the progress line replaces.
 ROUTINE = re.compile(
     r"^(Building DAG of jobs|Using shell:|Provided cores|Rules claiming more threads|"
@@ -82,9 +84,15 @@ def clock(seconds: float) -> str:
     return (f"{hours}:" if hours else "") + f"{rest // 60:{'02' if hours else ''}}:{rest % 60:02}"
 
 
+def results_of(outputs: list) -> list:
+    """The results a training job writes: each run's metrics.json, or a search trial's rung
+    record (rung-e<epochs>.json, rule train_rung)."""
+    return [Path(p) for p in outputs if str(p).endswith("metrics.json") or RUNG.search(str(p))]
+
+
 def runs_of(outputs: list) -> list:
-    """The run names (r0, f1of5, ...) whose metrics.json a training job writes, in order."""
-    return [Path(p).parent.name for p in outputs if str(p).endswith("metrics.json")]
+    """The run names (r0, f1of5, ...) whose results a training job writes, in order."""
+    return [p.parent.name for p in results_of(outputs)]
 
 
 def run_range(runs: list) -> str:
@@ -98,9 +106,7 @@ def run_range(runs: list) -> str:
 def scores(outputs: list) -> str:
     """`best val accuracy 0.912 0.905` from the metrics.json files a training job wrote."""
     values, name = [], None
-    for path in outputs:
-        if not str(path).endswith("metrics.json"):
-            continue
+    for path in results_of(outputs):
         try:
             metrics = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -116,8 +122,7 @@ def scores(outputs: list) -> str:
 
 def experiments_of(outputs: list) -> list:
     """The experiment ids whose runs a training job writes, in order, each once."""
-    paths = [Path(p) for p in outputs if str(p).endswith("metrics.json")]
-    return list(dict.fromkeys(p.parent.parent.name for p in paths))
+    return list(dict.fromkeys(p.parent.parent.name for p in results_of(outputs)))
 
 
 def variant_label(exp: str, catalog: dict, most: int = 2) -> str:
@@ -140,7 +145,10 @@ def describe(job: Job, catalog: dict) -> str:
     exp = job.wildcards.get("exp") or job.wildcards.get("lrr", "") or (exps or [""])[0]
     label = variant_label(exp, catalog) if exp else job.rule
     runs = runs_of(job.output) or [job.wildcards.get("run", "")]
-    return f"{label} [{run_range([r for r in runs if r])}]" if any(runs) else label
+    rung = (
+        f" to epoch {job.wildcards['epochs']} (a search rung)" if "epochs" in job.wildcards else ""
+    )
+    return (f"{label} [{run_range([r for r in runs if r])}]" if any(runs) else label) + rung
 
 
 class LogHandler(LogHandlerBase):

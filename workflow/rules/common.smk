@@ -21,7 +21,7 @@ from hpstudy.datasets import raw_paths
 from hpstudy.groups import group_dir, read_record
 from hpstudy.ids import canonical_json, fused_label, fused_rule_name
 from hpstudy.plan import load_plan, lr_range_of, trained_with
-from hpstudy.search import trial_metrics
+from hpstudy.search import rung_record
 from hpstudy.userdata import canonical_name
 from hpstudy.usermodel import file_paths
 
@@ -56,6 +56,7 @@ FUSED_RULES = {
 # that trains (conda env envs/train.yaml) and is missing here.
 TRAINING_RULES = [
     "train",
+    "train_rung",
     "lr_range",
     *FUSED_RULES.values(),
     *(g.rule for g in GROUP_JOBS),
@@ -94,6 +95,7 @@ wildcard_constraints:
     digest="[0-9a-f]{16}",
     study="[a-z0-9_][a-z0-9_-]*",
     round="[0-9]+",
+    rung="[0-9]+",
 
 
 def data_path(prep):
@@ -289,12 +291,13 @@ def get_study_files(name):
 # Adaptive search (search studies) -----------------------------------------------------------
 
 
-def planned_rounds(slug, k):
-    """{trial: experiment} of the rounds 0..k-1 of a search study written so far. A job that
-    lists a missing round file waits for it, and Snakemake re-evaluates its inputs once that
-    checkpoint has run (a checkpoint's get() would not: Snakemake does not rerun a finished job
-    whose checkpoint-dependent input is pending)."""
-    return PLAN.add_search_rounds(slug, PLAN.written_rounds(slug, k))
+def search_inputs(wildcards, k=None):
+    """What a job that scores the trials of rounds 0..k-1 (all by default) reads (see
+    Plan.search_inputs). It is read from the round and rung files written so far, not through a
+    checkpoint's get(): a job that lists a missing one waits for it, and Snakemake evaluates
+    its inputs again once that checkpoint has run (get() would not: Snakemake does not rerun a
+    finished job whose checkpoint-dependent input is pending)."""
+    return PLAN.search_inputs(wildcards.study, k)
 
 
 def get_search_request(wildcards):
@@ -305,38 +308,45 @@ def get_round_size(wildcards):
     return PLAN.studies[wildcards.study].search["rounds"][int(wildcards.round)]
 
 
-def get_previous_rounds(wildcards):
-    return [
-        PLAN.search_round_file(wildcards.study, j) for j in range(int(wildcards.round))
-    ]
+def search_part(name, previous=False):
+    """`name` of `search_inputs`, of the rounds before this one (`previous`) or of all."""
+
+    def part(wildcards):
+        found = search_inputs(wildcards, int(wildcards.round) if previous else None)
+        return canonical_json(found[name]) if name == "trials" else found[name]
+
+    return part
 
 
-def get_previous_trials(wildcards):
-    return canonical_json(planned_rounds(wildcards.study, int(wildcards.round)))
+def get_rung_round(wildcards):
+    return PLAN.search_round_file(wildcards.study, int(wildcards.round))
 
 
-def get_previous_trial_metrics(wildcards):
-    trials = planned_rounds(wildcards.study, int(wildcards.round))
-    return sorted({trial_metrics(exp) for exp in trials.values()})
+def get_previous_rung(wildcards):
+    k, j = int(wildcards.round), int(wildcards.rung)
+    return [PLAN.search_rung_file(wildcards.study, k, j - 1)] if j else []
 
 
-def all_rounds(wildcards):
-    return len(PLAN.studies[wildcards.study].search["rounds"])
+def rung_trials(wildcards):
+    return PLAN.rung_trials(wildcards.study, int(wildcards.round), int(wildcards.rung))
 
 
-def get_search_rounds(wildcards):
-    return [
-        PLAN.search_round_file(wildcards.study, j) for j in range(all_rounds(wildcards))
-    ]
+def get_rung_epochs(wildcards):
+    request = PLAN.studies[wildcards.study].search["request"]
+    return request["halving"]["rungs"][int(wildcards.rung)]
 
 
-def get_search_trials(wildcards):
-    return canonical_json(planned_rounds(wildcards.study, all_rounds(wildcards)))
+def get_rung_records(wildcards):
+    epochs = get_rung_epochs(wildcards)
+    return sorted({rung_record(exp, epochs) for exp in rung_trials(wildcards).values()})
 
 
-def get_search_trial_metrics(wildcards):
-    trials = planned_rounds(wildcards.study, all_rounds(wildcards))
-    return sorted({trial_metrics(exp) for exp in trials.values()})
+def get_trial_data(wildcards):
+    return run_data(PLAN.find_run(wildcards.exp, "r0"))
+
+
+def get_trial_seed(wildcards):
+    return PLAN.find_run(wildcards.exp, "r0").seed
 
 
 def get_search_reference(wildcards):

@@ -1,4 +1,5 @@
-"""Draw a search's history, slices and parallel coordinates; its importances (rule plot_search)."""
+"""Draw a search's history, slices, parallel coordinates and learning curves; its importances
+(rule plot_search)."""
 
 import json
 
@@ -16,6 +17,9 @@ figures.plot_search(
     higher=request["direction"] == "maximize",
     title=snakemake.params.title,
     retested=search.retested_trials(snakemake.input.retest),
+    curves=search.read_trials(snakemake.input.curves),
+    rungs=search.rungs_of(request),
+    curve_label=f"validation {request['metric']}",
 )
 found = search.write_importance(request, table, snakemake.output.importance)
 print(found.to_string(index=False))

@@ -9,6 +9,7 @@ redirect_output(snakemake.log[0])
 proposed = search.write_round(
     json.loads(snakemake.params.request),
     list(snakemake.input.previous),
+    list(snakemake.input.rungs),
     json.loads(snakemake.params.trials),
     int(snakemake.params.size),
     snakemake.output[0],

@@ -9,10 +9,10 @@ redirect_output(snakemake.log[0])
 chosen = search.select(
     json.loads(snakemake.params.request),
     list(snakemake.input.rounds),
+    list(snakemake.input.rungs),
     json.loads(snakemake.params.trials),
     int(snakemake.params.retest),
     snakemake.params.reference,
-    snakemake.output.trials,
-    snakemake.output.retest,
+    dict(snakemake.output.items()),
 )
 print(json.dumps(chosen, indent=2))

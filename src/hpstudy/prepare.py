@@ -16,7 +16,6 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from .datasets import DatasetError
 from .io import atomic_path
@@ -35,6 +34,8 @@ def _split(x, y, size, seed, stratify, head=False):
     if head:  # seed 003: the first rows are the validation set
         return (x[count:], y[count:]), (x[:count], y[:count])
     strat = y if stratify else None
+    from sklearn.model_selection import train_test_split  # 1 s to import: only when splitting
+
     x_keep, x_held, y_keep, y_held = train_test_split(
         x, y, test_size=count, random_state=seed, shuffle=True, stratify=strat
     )
@@ -214,6 +215,8 @@ def load(path: str | Path) -> tuple[dict, dict]:
 
 def fold_indices(y: np.ndarray, k: int, seed: int, stratify: bool) -> list[np.ndarray]:
     """Row indices of each of the `k` folds of `y` (disjoint, covering every row, sorted)."""
+    from sklearn.model_selection import KFold, StratifiedKFold  # 1 s to import: only here
+
     if stratify:
         splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     else:

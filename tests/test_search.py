@@ -500,7 +500,13 @@ def test_a_promoted_trial_resumes_from_its_rung_backups_and_equals_a_straight_ru
         list(rows["val_accuracy"][:4]), rel=0, abs=0
     )
     assert not (tmp_path / "halved/r0/backup").exists()  # dropped once the run finished
-    # a rung below a backup that is further on reads it, without training
-    training.train_rung(spec, data, tmp_path / "straight/r0/rung-e4.json", 7, exp.id, 4)
-    late = training.train_rung(spec, data, tmp_path / "straight/r0/rung-e2.json", 7, exp.id, 2)
+    # a rung below a backup that is further on reads the backup, without training; a rung of a
+    # finished run reads its history.csv: the same record either way
+    training.train_rung(spec, data, tmp_path / "third/r0/rung-e4.json", 7, exp.id, 4)
+    late = training.train_rung(spec, data, tmp_path / "third/r0/rung-e2.json", 7, exp.id, 2)
     assert late["timing"]["resumed_at"] == 4 and late["rows"] == rungs[0]["rows"]
+    done = training.train_rung(spec, data, tmp_path / "straight/r0/rung-e2.json", 7, exp.id, 2)
+    assert done["timing"]["resumed_at"] is None and done["rows"] == rungs[0]["rows"]
+    same = ("best_val_accuracy", "status", "epochs_run", "finished")
+    assert {k: done[k] for k in same} == {k: rungs[0][k] for k in same}
+    assert not (tmp_path / "straight/r0/backup").exists()  # nothing trained, nothing left

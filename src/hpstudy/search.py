@@ -383,9 +383,9 @@ def outcomes(request: dict, rounds: list[dict], rungs: list[list[dict]], trials:
 
     `rungs[k]` are round k's rung files in order (empty without halving); `trials` maps a trial
     number to its experiment and `metrics` an experiment to its r0 metrics.json, for the trials
-    that trained the full budget. `state` is
-    complete, pruned (stopped at a rung: `value` is its score there) or failed (no finite
-    score); `steps` are its [epochs, score] at each rung it reached; `epochs` the epochs it ran.
+    that trained the full budget. `state` is complete, pruned (stopped at a rung: `value` is its
+    score there) or failed (no finite score); `steps` are its [epochs, score] at each rung it
+    reached; `epochs` the epochs it ran.
     """
     found = {}
     for k, rnd in enumerate(rounds):

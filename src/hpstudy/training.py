@@ -504,32 +504,39 @@ def train_rung(
     The run is the trial's own (`spec`, `seed`), trained exactly as `train_run` would: its epoch
     backup (beside `out`, `backup/`) is kept, so the next rung, or the full run if the trial is
     promoted to the end, continues from it instead of starting over, and its history has no
-    restart. A backup already past `epochs` (a later rung) is read, not retrained. A run that
-    diverges or stops early before `epochs` is a result like any other (`finished`).
+    restart. A backup already past `epochs` (a later rung) is read, not retrained, and so is
+    the run's history.csv if the whole run has finished (training is deterministic: the same
+    rows). A run that diverges or stops early before `epochs` is a result like any other.
     """
     started = time.time()
-    spec, _ = lr_range.resolve_learning_rate(spec, lr_suggestion)
-    arrays, info = load_inputs(spec["data"], data_path, None)
-    model = build_compiled(spec, info, seed, sample=arrays["x_train"][:8])
-    recorder = Recorder(spec["data"]["task"])
-    stateful = training_callbacks(spec["training"])
-    checkpoint = Checkpoint(Path(out).parent / "backup", recorder, stateful)
-    checkpoint.set_model(model)
-    initial_epoch = checkpoint.restore()
-    callbacks = [recorder, *stateful, checkpoint]
-    with checkpoint.on_termination(epochs):
-        fit(model, arrays, {**spec["training"], "epochs": epochs}, seed, initial_epoch, callbacks)
-    with finish_first():
+    task = spec["data"]["task"]
+    run_dir = Path(out).parent
+    finished = _finished_rows(run_dir)
+    if finished is not None:
+        rows, stopped, initial_epoch = finished[0][:epochs], finished[1], None
+    else:
+        spec, _ = lr_range.resolve_learning_rate(spec, lr_suggestion)
+        arrays, info = load_inputs(spec["data"], data_path, None)
+        model = build_compiled(spec, info, seed, sample=arrays["x_train"][:8])
+        recorder = Recorder(task)
+        stateful = training_callbacks(spec["training"])
+        checkpoint = Checkpoint(run_dir / "backup", recorder, stateful)
+        checkpoint.set_model(model)
+        initial_epoch = checkpoint.restore()
+        with checkpoint.on_termination(epochs):
+            fit(model, arrays, {**spec["training"], "epochs": epochs}, seed, initial_epoch,
+                [recorder, *stateful, checkpoint])  # fmt: skip
         rows = recorder.rows[:epochs]
-        diverged = first_non_finite(rows)
         stopped = any(getattr(c, "stopped", False) for c in stateful)
+    with finish_first():
+        diverged = first_non_finite(rows)
         record = {
             "experiment": experiment,
             "run": "r0",
             "seed": seed,
             "rung_epochs": epochs,
-            "task": spec["data"]["task"],
-            "primary_metric": PRIMARY_METRIC[spec["data"]["task"]],
+            "task": task,
+            "primary_metric": PRIMARY_METRIC[task],
             "epochs_planned": spec["training"]["epochs"],
             "epochs_run": len(rows),
             "status": "diverged" if diverged else "ok",
@@ -537,8 +544,9 @@ def train_rung(
             # trained as far as it will go: diverged or stopped early before the rung
             "finished": bool(diverged) or (stopped and len(rows) < epochs),
             "training_version": TRAINING_VERSION,
-            **summarise(rows, spec["data"]["task"]),
-            "rows": [{k: _number(v) if k != "epoch" else v for k, v in r.items()} for r in rows],
+            **summarise(rows, task),
+            "rows": [{k: v if k == "epoch" else _number(v) for k, v in r.items()} for r in rows],
+            # None: read from the finished run's history.csv
             "timing": {
                 "wall_seconds": round(time.time() - started, 3),
                 "resumed_at": initial_epoch,
@@ -547,6 +555,22 @@ def train_rung(
         }
         atomic_write_text(out, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return record
+
+
+def _finished_rows(run_dir: Path) -> tuple[list[dict], bool] | None:
+    """A finished run's history rows (history.csv, as the Recorder held them) and whether early
+    stopping ended it; None while the run has not finished."""
+    metrics, history = run_dir / "metrics.json", run_dir / "history.csv"
+    if not (metrics.exists() and history.exists()):
+        return None
+    lines = history.read_text(encoding="utf-8").splitlines()
+    header = lines[0].split(",")
+    rows = [
+        {k: int(v) if k == "epoch" else float(v) for k, v in zip(header, line.split(","))}
+        for line in lines[1:]
+    ]
+    stopped = json.loads(metrics.read_text(encoding="utf-8")).get("stopped_epoch") is not None
+    return rows, stopped
 
 
 def load_inputs(data: dict, data_path: str | Path, fold: tuple[int, int] | None):

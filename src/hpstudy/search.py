@@ -16,6 +16,15 @@ reseeds samplers under `n_jobs > 1`, and a resumed Optuna study repeats its star
 replaying from files avoids both). Killing the workflow loses at most unfinished trainings:
 rounds are written atomically, and a round is proposed only once its predecessors are scored.
 
+**Successive halving** (`search.halving`). Within each round, every trial first trains its r0
+to the first rung's epochs (rule train_rung, which keeps the run's epoch backup); the checkpoint
+`search_rung` compares the round's trials at once and promotes the best 1/eta, which continue
+from their backup to the next rung, and the last ones to the full epochs (the ordinary `train`
+job, resuming from the backup: its history is that of a run trained straight through). The
+rungs are synchronous, so what they promote does not depend on the order jobs finish in. A
+pruned trial is replayed to Optuna with its rung scores as intermediate values and told as
+pruned, as Optuna's own pruners do; it ranks after the full-budget trials and is never re-tested.
+
 **Scores.** A trial's score is its run's best validation value of the task's primary metric
 (`best_val_accuracy`, `best_val_mae`), the number the verdicts compare. A trial whose run
 diverged is told to Optuna as failed (the sampler does not model it) and ranks last.

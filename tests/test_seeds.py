@@ -8,11 +8,9 @@ HPSTUDY_SHA256_OVERRIDES file, and an overlay config that shrinks epochs and row
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from html import escape as html_escape
 from pathlib import Path
@@ -22,6 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 from fakedata import hashes, serve, write_raw
+from helpers import run_snakemake
 
 from hpstudy import datasets as ds
 from hpstudy import prepare
@@ -29,7 +28,6 @@ from hpstudy.config import ConfigError
 from hpstudy.plan import load_plan
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 # Seed -> ({study: number of variants}, unique experiments, train jobs). A train job is a run: an
 # experiment with a repeat, or a CV candidate with a fold (the CV refit is planned after the
@@ -71,12 +69,10 @@ def seed_file(seed: str) -> Path:
 
 
 def snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), *args]
-    base = {k: v for k, v in os.environ.items() if not k.startswith("HPSTUDY_")}
-    base.update(no_proxy="127.0.0.1,localhost", NO_PROXY="127.0.0.1,localhost")
-    return subprocess.run(
-        cmd, capture_output=True, text=True, timeout=900, env={**base, **(env or {})}
-    )
+    """Without the caller's HPSTUDY_ settings, the local server not behind a proxy."""
+    local = {"no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost"}
+    return run_snakemake(workdir, *args, config=None, check=False, env={**local, **(env or {})},
+                         unset=("HPSTUDY_",))  # fmt: skip
 
 
 def job_counts(text: str) -> dict[str, int]:

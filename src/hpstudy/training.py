@@ -529,32 +529,39 @@ def train_rung(
         rows = recorder.rows[:epochs]
         stopped = any(getattr(c, "stopped", False) for c in stateful)
     with finish_first():
-        diverged = first_non_finite(rows)
-        record = {
-            "experiment": experiment,
-            "run": "r0",
-            "seed": seed,
-            "rung_epochs": epochs,
-            "task": task,
-            "primary_metric": PRIMARY_METRIC[task],
-            "epochs_planned": spec["training"]["epochs"],
-            "epochs_run": len(rows),
-            "status": "diverged" if diverged else "ok",
-            "diverged_epoch": diverged,
-            # trained as far as it will go: diverged or stopped early before the rung
-            "finished": bool(diverged) or (stopped and len(rows) < epochs),
-            "training_version": TRAINING_VERSION,
-            **summarise(rows, task),
-            "rows": [{k: v if k == "epoch" else _number(v) for k, v in r.items()} for r in rows],
-            # None: read from the finished run's history.csv
-            "timing": {
-                "wall_seconds": round(time.time() - started, 3),
-                "resumed_at": initial_epoch,
-            },  # fmt: skip
-            "host": host_facts(device),
+        record = _rung_record(spec, experiment, seed, epochs, rows, stopped)
+        # resumed_at: the backup's epoch; None when read from the finished run's history.csv
+        record["timing"] = {
+            "wall_seconds": round(time.time() - started, 3),
+            "resumed_at": initial_epoch,
         }
+        record["host"] = host_facts(device)
         atomic_write_text(out, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return record
+
+
+def _rung_record(spec: dict, experiment: str, seed: int, epochs: int, rows: list,
+                 stopped: bool) -> dict:  # fmt: skip
+    """A rung record's results: the rows up to the rung, their summary and the status."""
+    task = spec["data"]["task"]
+    diverged = first_non_finite(rows)
+    return {
+        "experiment": experiment,
+        "run": "r0",
+        "seed": seed,
+        "rung_epochs": epochs,
+        "task": task,
+        "primary_metric": PRIMARY_METRIC[task],
+        "epochs_planned": spec["training"]["epochs"],
+        "epochs_run": len(rows),
+        "status": "diverged" if diverged else "ok",
+        "diverged_epoch": diverged,
+        # trained as far as it will go: diverged or stopped early before the rung
+        "finished": bool(diverged) or (stopped and len(rows) < epochs),
+        "training_version": TRAINING_VERSION,
+        **summarise(rows, task),
+        "rows": [{k: v if k == "epoch" else _number(v) for k, v in r.items()} for r in rows],
+    }
 
 
 def _finished_rows(run_dir: Path) -> tuple[list[dict], bool] | None:
